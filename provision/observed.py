@@ -1,0 +1,73 @@
+"""Observed state: what exists on the host now, as plain data the planner compares.
+
+Filled by the backends (``ovs``, ``taps``, ``virt``, ``guest``) from ownership tags, plus any
+object whose name the lab wants but does not own (a conflict the planner reports).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ObservedBridge:
+    name: str
+    datapath_type: str  # "" means the OVS default, "system"
+    owner: str | None  # external_ids virtio-lab-lab, None when not a lab's
+    ports: tuple[str, ...]  # port names other than the bridge's own internal port
+
+
+@dataclass(frozen=True)
+class ObservedPort:
+    name: str
+    bridge: str
+    tag: int | None
+    trunks: tuple[int, ...]
+    external_ids: dict[str, str] = field(hash=False)
+    ofport: int | None = None
+    error: str | None = None
+
+    @property
+    def owner(self) -> str | None:
+        return self.external_ids.get("virtio-lab-lab")
+
+
+@dataclass(frozen=True)
+class ObservedTap:
+    name: str
+    owner: dict[str, str] | None  # parsed ifalias; None when not a lab's
+    up: bool
+    multi_queue: bool
+    queues_attached: int
+
+
+@dataclass(frozen=True)
+class ObservedDomain:
+    name: str
+    owner: dict[str, str] | None  # ownership metadata; None when not a lab's
+    running: bool
+    facts: dict[str, Any] = field(hash=False)  # domxml.domain_facts of the persistent XML
+
+
+@dataclass(frozen=True)
+class ObservedGuestNic:
+    mac: str
+    ifname: str
+    combined: int | None  # ethtool -l current combined
+    max_combined: int | None  # ethtool -l maximum combined
+    addresses: tuple[str, ...]  # "10.10.0.11/24"
+    up: bool
+    driver: str | None = None
+
+
+@dataclass
+class ObservedLab:
+    lab: str
+    bridges: dict[str, ObservedBridge] = field(default_factory=dict)
+    ports: dict[str, ObservedPort] = field(default_factory=dict)
+    taps: dict[str, ObservedTap] = field(default_factory=dict)
+    domains: dict[str, ObservedDomain] = field(default_factory=dict)
+    # domain name -> MAC -> NIC; a running domain whose agent did not answer is absent
+    guests: dict[str, dict[str, ObservedGuestNic]] = field(default_factory=dict)
+    guests_observed: bool = False  # False: the guests were not asked (e.g. for teardown)

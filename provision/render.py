@@ -1,0 +1,97 @@
+"""Rendering: domain XML from the Jinja templates in ``templates/``. Pure, no I/O but reading
+the templates.
+
+The environment escapes every value (autoescape) and fails on any undefined variable
+(StrictUndefined), so a spec value can never inject XML and a template typo never renders an
+empty attribute.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+
+if TYPE_CHECKING:
+    from provision.desired import GuestNic
+    from provision.image import GuestImage
+    from provision.spec import VmSpec
+
+OWNER_NS = "https://virtio-lab.dev/xmlns/owner/1"
+EMULATOR = "/usr/bin/qemu-system-x86_64"
+# i440fx boots faster than q35 under TCG and has PCI slots enough for a lab VM.
+MACHINE = "pc"
+
+
+def templates_dir() -> Path:
+    """``templates/`` at the repository root, or $VIRTIO_LAB_TEMPLATES."""
+    override = os.environ.get("VIRTIO_LAB_TEMPLATES")
+    return Path(override) if override else Path(__file__).resolve().parent.parent / "templates"
+
+
+@cache
+def _env(directory: str) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(directory),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def render_template(template: str, **context: Any) -> str:
+    return _env(str(templates_dir())).get_template(template).render(**context)
+
+
+def backend_name(datapath: str) -> str:
+    """libvirt's ``<driver name>``: ``vhost`` asks for vhost-net, ``qemu`` for userspace.
+
+    Without an explicit name libvirt falls back to userspace silently; naming it makes
+    QEMU fail loudly instead when vhost-net is missing.
+    """
+    return "vhost" if datapath == "vhost-net" else "qemu"
+
+
+def domain_xml(
+    *,
+    lab: str,
+    name: str,
+    vm: VmSpec,
+    taps: list[str],
+    nics: tuple[GuestNic, ...],
+    image: GuestImage,
+    cmdline: str,
+    domain_type: str,
+    datapath: str,
+    spec_hash: str,
+) -> str:
+    """The libvirt domain XML of one lab VM."""
+    nic_ctx = [
+        {
+            "mac": nic.mac,
+            "tap": tap,
+            "queues": nic.queues,
+            "rx_queue_size": spec.rx_queue_size,
+            "tx_queue_size": spec.tx_queue_size,
+        }
+        for nic, tap, spec in zip(nics, taps, vm.nics, strict=True)
+    ]
+    return render_template(
+        "domain.xml.j2",
+        lab=lab,
+        name=name,
+        vm=vm,
+        nics=nic_ctx,
+        image=image,
+        cmdline=cmdline,
+        domain_type=domain_type,
+        datapath=datapath,
+        backend=backend_name(datapath),
+        spec_hash=spec_hash,
+        owner_ns=OWNER_NS,
+        machine=MACHINE,
+        emulator=EMULATOR,
+    )

@@ -1,0 +1,290 @@
+"""The lab spec: load a lab file, validate it, and derive the stable names of owned objects.
+
+A lab file is an Ansible inventory whose ``all.vars.lab`` holds the lab. Everything the
+rest of virtio-lab does starts from the ``Lab`` returned by ``load_lab()``; anything wrong
+in the file is a ``SpecError`` naming the key path, raised before the host is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from provision.errors import SpecError
+
+LAB_NAME = r"^[a-z][a-z0-9-]{0,11}$"
+VM_NAME = r"^[a-z][a-z0-9-]{0,31}$"
+# OVS bridges are also Linux interfaces (IFNAMSIZ 16, so 15 characters).
+BRIDGE_NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$"
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+RING_SIZES = (256, 512, 1024)
+MAX_QUEUES = 256  # a Linux tap has at most 256 queues
+# x86 has about 200 usable interrupt vectors per CPU; a virtio-net NIC asks 2N+2 MSI-X vectors.
+VECTORS_PER_VCPU = 200
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class NicSpec(_Strict):
+    """One virtio-net NIC, plugged into an OVS bridge of the lab through a multi_queue tap."""
+
+    bridge: str  # name of a bridge in lab.bridges
+    vlan: int | None = Field(default=None, ge=1, le=4094)  # OVS Port.tag (access port)
+    trunks: tuple[int, ...] | None = None  # OVS Port.trunks; exclusive with vlan
+    queues: int | None = Field(default=None, ge=1, le=MAX_QUEUES)  # <driver queues>; default vcpus
+    ip: ipaddress.IPv4Interface | None = None  # address configured inside the guest
+    mac: str | None = None  # <mac address>; default derived from lab/vm/nic
+    rx_queue_size: int | None = None  # <driver rx_queue_size>
+    tx_queue_size: int | None = None  # <driver tx_queue_size>
+
+    @field_validator("trunks")
+    @classmethod
+    def _trunks(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("trunks must list at least one VLAN (or drop the key)")
+        bad = [t for t in v if not 1 <= t <= 4094]
+        if bad:
+            raise ValueError(f"VLAN {bad[0]} is outside 1..4094")
+        if len(set(v)) != len(v):
+            raise ValueError("trunks lists a VLAN twice")
+        return tuple(sorted(v))
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.lower()
+        if not MAC_RE.match(v):
+            raise ValueError("must look like 52:54:00:12:34:56")
+        if int(v[:2], 16) & 1:
+            raise ValueError("is a multicast address; use a unicast MAC such as 52:54:00:...")
+        return v
+
+    @field_validator("rx_queue_size")
+    @classmethod
+    def _rx(cls, v: int | None) -> int | None:
+        if v is not None and v not in RING_SIZES:
+            raise ValueError(f"must be one of {', '.join(map(str, RING_SIZES))} (QEMU's limits)")
+        return v
+
+    @field_validator("tx_queue_size")
+    @classmethod
+    def _tx(cls, v: int | None) -> int | None:
+        # QEMU accepts a TX ring above 256 only for vhost-user backends; taps are not.
+        if v is not None and v != 256:
+            raise ValueError("must be 256 for a tap backend (QEMU allows more only for vhost-user)")
+        return v
+
+    @model_validator(mode="after")
+    def _vlan_xor_trunks(self) -> NicSpec:
+        if self.vlan is not None and self.trunks is not None:
+            raise ValueError("vlan and trunks are exclusive: an access port or a trunk, not both")
+        return self
+
+
+class VmSpec(_Strict):
+    """One guest: a libvirt domain named ``<lab>-<vm>``."""
+
+    name: str = Field(pattern=VM_NAME)  # the domain is named <lab>-<name>
+    vcpus: int = Field(default=1, ge=1, le=255)  # <vcpu>
+    memory_mib: int = Field(default=256, ge=128, le=1048576)  # <memory unit='MiB'>
+    image: Literal["tiny"] = "tiny"  # the embedded default guest
+    host: str = "localhost"  # the inventory host that runs the VM
+    nics: tuple[NicSpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _queues_fit(self) -> VmSpec:
+        vectors = 0
+        for i, nic in enumerate(self.nics):
+            q = nic.queues or self.vcpus
+            if q > self.vcpus:
+                raise _PathError(
+                    f"nics[{i}].queues",
+                    f"{q} exceeds vcpus={self.vcpus}: the guest uses one queue pair per "
+                    "vCPU at most; lower queues or raise vcpus",
+                )
+            vectors += 2 * q + 2
+        if vectors > VECTORS_PER_VCPU * self.vcpus:
+            raise _PathError(
+                "nics",
+                f"needs {vectors} MSI-X vectors, more than {self.vcpus} vCPUs can serve; "
+                "lower queues"
+            )
+        return self
+
+
+class BridgeSpec(_Strict):
+    """An OVS bridge. If it exists already and the lab did not create it, the lab uses it
+    and never deletes it."""
+
+    name: str = Field(pattern=BRIDGE_NAME)  # OVS Bridge.name
+    datapath_type: Literal["auto", "system", "netdev"] = "auto"  # OVS Bridge.datapath_type
+
+
+class Lab(_Strict):
+    """A lab: bridges and VMs, every object tagged as owned by ``name``."""
+
+    name: str = Field(pattern=LAB_NAME)  # prefixes every owned object
+    datapath: Literal["auto", "vhost-net", "userspace"] = "auto"  # virtio backend in the host
+    bridges: tuple[BridgeSpec, ...] = Field(min_length=1)
+    vms: tuple[VmSpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Lab:
+        _unique("bridges", [b.name for b in self.bridges], "name")
+        _unique("vms", [v.name for v in self.vms], "name")
+        bridges = {b.name for b in self.bridges}
+        for vi, vm in enumerate(self.vms):
+            for ni, nic in enumerate(vm.nics):
+                if nic.bridge not in bridges:
+                    raise _PathError(
+                        f"vms[{vi}].nics[{ni}].bridge",
+                        f"'{nic.bridge}' is not in lab.bridges; add it there or fix the name",
+                    )
+        self._check_addresses()
+        return self
+
+    def _check_addresses(self) -> None:
+        macs: dict[str, str] = {}
+        ips: dict[str, str] = {}
+        taps: dict[str, str] = {}
+        for vi, vm in enumerate(self.vms):
+            for ni, nic in enumerate(vm.nics):
+                where = f"vms[{vi}].nics[{ni}]"
+                mac = nic_mac(self.name, vm.name, ni, nic)
+                if mac in macs:
+                    raise _PathError(f"{where}.mac", f"{mac} is also used by {macs[mac]}")
+                macs[mac] = where
+                if nic.ip is not None:
+                    ip = str(nic.ip.ip)
+                    if ip in ips:
+                        raise _PathError(f"{where}.ip", f"{ip} is also used by {ips[ip]}")
+                    ips[ip] = where
+                tap = tap_name(self.name, vm.name, ni)
+                if tap in taps:
+                    raise _PathError(where, f"tap name {tap} collides with {taps[tap]}; rename")
+                taps[tap] = where
+
+    def vm(self, name: str) -> VmSpec:
+        for vm in self.vms:
+            if vm.name == name:
+                return vm
+        raise KeyError(name)
+
+
+class _PathError(ValueError):
+    """A cross-field error that knows its own key path below ``lab``."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+def _unique(section: str, names: list[str], key: str) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise _PathError(f"{section}[{i}].{key}", f"'{name}' is used twice; names are unique")
+        seen.add(name)
+
+
+def nic_queues(vm: VmSpec, nic: NicSpec) -> int:
+    """Queue pairs of a NIC: the spec's value, or one per vCPU."""
+    return nic.queues or vm.vcpus
+
+
+def nic_mac(lab: str, vm: str, index: int, nic: NicSpec | None = None) -> str:
+    """The NIC's MAC: the spec's, or one derived from lab/vm/nic (stable across rebuilds)."""
+    if nic is not None and nic.mac:
+        return nic.mac
+    digest = hashlib.sha256(f"{lab}/{vm}/{index}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def tap_name(lab: str, vm: str, index: int) -> str:
+    """The tap (and OVS port) of a NIC, at most 15 characters (IFNAMSIZ).
+
+    Readable ``<lab>-<vm>-<n>`` when it fits, else ``vl`` plus a hash of lab/vm and the index.
+    """
+    name = f"{lab}-{vm}-{index}"
+    if len(name) <= 15:
+        return name
+    digest = hashlib.sha256(f"{lab}/{vm}".encode()).hexdigest()
+    suffix = f"-{index}"
+    return "vl" + digest[: 13 - len(suffix)] + suffix
+
+
+def domain_name(lab: str, vm: str) -> str:
+    """The libvirt domain of a VM."""
+    return f"{lab}-{vm}"
+
+
+def spec_hash(model: BaseModel) -> str:
+    """A short, stable hash of a validated model (lab or VM)."""
+    data = json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def parse_lab(data: Any, source: str = "lab") -> Lab:
+    """Validate the ``lab`` mapping; raise SpecError naming the first bad key path."""
+    if not isinstance(data, dict):
+        raise SpecError("lab", "must be a mapping with name, bridges and vms")
+    try:
+        return Lab.model_validate(data)
+    except ValidationError as exc:
+        raise _spec_error(exc) from None
+
+
+def _spec_error(exc: ValidationError) -> SpecError:
+    err = exc.errors()[0]
+    ctx_error = (err.get("ctx") or {}).get("error")
+    path = "lab" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+    if isinstance(ctx_error, _PathError):
+        return SpecError(f"{path}.{ctx_error.path}", str(ctx_error))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key; check the spelling against the README's lab file reference"
+    elif err["type"] == "string_pattern_mismatch":
+        msg = f"{err['input']!r} is not a valid name ({err['ctx']['pattern']})"
+    elif err["type"] == "literal_error":
+        msg = f"{err['input']!r} is not allowed; {msg.lower()}"
+    return SpecError(path, msg)
+
+
+def load_lab(path: str | Path) -> Lab:
+    """Read a lab file (an Ansible inventory carrying ``all.vars.lab``) and validate it."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise SpecError(str(p), f"cannot read the lab file: {exc.strerror}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(str(p), f"is not valid YAML{where}") from None
+    lab = _dig(doc, ("all", "vars", "lab"))
+    if lab is None:
+        raise SpecError("all.vars.lab", f"{p} has no lab; see inventory/demo.yml for the shape")
+    return parse_lab(lab)
+
+
+def _dig(doc: Any, keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(key)
+    return doc

@@ -1,0 +1,51 @@
+"""Fixed inputs for the pure tests: a host, an image and labs, built without any I/O."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from provision.host import HostCaps
+from provision.image import GuestImage
+from provision.spec import Lab, parse_lab
+
+IMAGE = GuestImage(
+    name="tiny",
+    kernel=Path("/var/cache/virtio-lab/images/tiny/kernel"),
+    initrd=Path("/var/cache/virtio-lab/images/tiny/initrd"),
+    cmdline="console=ttyS0 quiet",
+    content_hash="0" * 64,
+    kernel_version="6.1.0-test-amd64",
+)
+
+
+def caps(vhost: bool = False, kvm: bool = False, ovs_kernel: bool = False) -> HostCaps:
+    return HostCaps(
+        kvm_usable=kvm, kvm_reason="test", vhost_net=vhost, vhost_reason="test",
+        ovs_kernel_datapath=ovs_kernel, ovs_reason="test",
+        ovs_datapath_types=("netdev", "system"),
+    )
+
+
+BASE: dict[str, Any] = {
+    "name": "ut",
+    "bridges": [{"name": "br-ut"}],
+    "vms": [
+        {"name": "vm1", "vcpus": 4, "nics": [
+            {"bridge": "br-ut", "vlan": 100, "queues": 4, "ip": "10.9.0.1/24"}]},
+        {"name": "vm2", "vcpus": 2, "memory_mib": 192, "nics": [
+            {"bridge": "br-ut", "trunks": [200, 100], "ip": "10.9.0.2/24",
+             "mac": "52:54:00:00:00:02", "rx_queue_size": 1024}]},
+    ],
+}
+
+
+def lab_data(**changes: Any) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    data.update(changes)
+    return data
+
+
+def lab(**changes: Any) -> Lab:
+    return parse_lab(lab_data(**changes))

@@ -1,0 +1,159 @@
+"""Planning against hand-built observed states: pure, no daemons."""
+
+from __future__ import annotations
+
+import pytest
+
+from provision import domxml
+from provision.desired import OWNER_LAB, DesiredLab, desired_state, parse_tap_alias
+from provision.observed import (
+    ObservedBridge,
+    ObservedDomain,
+    ObservedGuestNic,
+    ObservedLab,
+    ObservedPort,
+    ObservedTap,
+)
+from provision.plan import ConflictError, plan_changes, plan_teardown
+
+from .helpers import IMAGE, caps, lab
+
+
+@pytest.fixture
+def want() -> DesiredLab:
+    return desired_state(lab(), caps(), IMAGE)
+
+
+def in_sync(want: DesiredLab) -> ObservedLab:
+    """What the host holds right after a successful `up` of ``want``."""
+    seen = ObservedLab(lab=want.lab, guests_observed=True)
+    for b in want.bridges:
+        ports = tuple(p.name for p in want.ports if p.bridge == b.name)
+        seen.bridges[b.name] = ObservedBridge(b.name, b.datapath_type, want.lab, ports)
+    for t in want.taps:
+        seen.taps[t.name] = ObservedTap(t.name, parse_tap_alias(t.alias), True, True, t.queues)
+    for p in want.ports:
+        seen.ports[p.name] = ObservedPort(p.name, p.bridge, p.tag, p.trunks,
+                                          {**p.external_ids, "attached-mac": "x"}, 1, None)
+    for d in want.domains:
+        facts = domxml.domain_facts(d.xml)
+        seen.domains[d.name] = ObservedDomain(d.name, facts["owner"], True, facts)
+        seen.guests[d.name] = {
+            n.mac: ObservedGuestNic(n.mac, "eth0", n.queues, n.queues,
+                                    (n.ip,) if n.ip else (), True, "virtio_net")
+            for n in d.nics
+        }
+    return seen
+
+
+def test_empty_host_gets_everything_in_phase_order(want: DesiredLab) -> None:
+    plan = plan_changes(want, ObservedLab(lab=want.lab))
+    kinds = [(c.phase, c.action, c.kind) for c in plan.changes]
+    assert kinds == [
+        ("taps", "create", "tap"), ("taps", "create", "tap"),
+        ("ovs", "create", "bridge"), ("ovs", "create", "port"), ("ovs", "create", "port"),
+        ("domains", "create", "domain"), ("domains", "create", "domain"),
+    ]
+    port = next(c for c in plan.changes if c.kind == "port" and c.target == "ut-vm2-0")
+    assert port.after["trunks"] == [100, 200] and port.after["tag"] is None
+    assert port.after["external_ids"][OWNER_LAB] == "ut"
+
+
+def test_in_sync_host_plans_nothing(want: DesiredLab) -> None:
+    plan = plan_changes(want, in_sync(want))
+    assert plan.in_sync, plan.changes
+
+
+def test_drift_is_planned_precisely(want: DesiredLab) -> None:
+    seen = in_sync(want)
+    p = seen.ports["ut-vm1-0"]
+    seen.ports["ut-vm1-0"] = ObservedPort(p.name, p.bridge, 300, (), p.external_ids, 1, None)
+    d = seen.domains["ut-vm2"]
+    seen.domains["ut-vm2"] = ObservedDomain(d.name, d.owner, False, d.facts)
+    g = seen.guests["ut-vm1"]
+    mac = next(iter(g))
+    g[mac] = ObservedGuestNic(mac, "eth0", 1, 4, (), True, "virtio_net")
+    plan = plan_changes(want, seen)
+    summary = {(c.action, c.kind, c.target): (c.before, c.after) for c in plan.changes}
+    assert summary == {
+        ("modify", "port", "ut-vm1-0"): ({"tag": 300}, {"tag": 100}),
+        ("start", "domain", "ut-vm2"): ({"running": False}, {"running": True}),
+        ("configure", "guest-nic", f"ut-vm1/{mac}"): (
+            {"combined": 1, "addresses": []}, {"combined": 4, "addresses": ["10.9.0.1/24"]}),
+    }
+
+
+def test_changed_spec_replaces_the_domain(want: DesiredLab) -> None:
+    seen = in_sync(want)
+    data = lab().model_dump(mode="json")
+    data["vms"][0]["nics"][0]["queues"] = 2
+    from provision.spec import parse_lab
+
+    new = desired_state(parse_lab(data), caps(), IMAGE)
+    plan = plan_changes(new, seen)
+    dom = [c for c in plan.changes if c.kind == "domain"]
+    assert [(c.action, c.target) for c in dom] == [("replace", "ut-vm1")]
+    mac = new.domains[0].nics[0].mac
+    assert dom[0].before[f"interface {mac}.queues"] == 4
+    assert dom[0].after[f"interface {mac}.queues"] == 2
+
+
+def test_recreated_tap_restarts_its_running_domain(want: DesiredLab) -> None:
+    seen = in_sync(want)
+    del seen.taps["ut-vm1-0"]
+    plan = plan_changes(want, seen)
+    assert [(c.action, c.kind, c.target) for c in plan.changes] == [
+        ("create", "tap", "ut-vm1-0"), ("restart", "domain", "ut-vm1")]
+
+
+def test_silent_agent_is_a_pending_change(want: DesiredLab) -> None:
+    seen = in_sync(want)
+    del seen.guests["ut-vm2"]
+    plan = plan_changes(want, seen)
+    assert [(c.kind, c.target, c.reason) for c in plan.changes] == [
+        ("guest", "ut-vm2", "the guest agent did not answer")]
+
+
+@pytest.mark.parametrize("kind", ["tap", "port", "domain"])
+def test_names_held_by_foreign_objects_are_conflicts(want: DesiredLab, kind: str) -> None:
+    seen = ObservedLab(lab=want.lab)
+    if kind == "tap":
+        seen.taps["ut-vm1-0"] = ObservedTap("ut-vm1-0", None, True, True, 0)
+    elif kind == "port":
+        seen.ports["ut-vm1-0"] = ObservedPort("ut-vm1-0", "br-user", None, (), {}, 1, None)
+    else:
+        seen.domains["ut-vm1"] = ObservedDomain("ut-vm1", None, True, {})
+    with pytest.raises(ConflictError, match="does not own"):
+        plan_changes(want, seen)
+
+
+def test_foreign_bridge_is_used_not_changed(want: DesiredLab) -> None:
+    seen = in_sync(want)
+    seen.bridges["br-ut"] = ObservedBridge("br-ut", "system", None, ("ut-vm1-0", "ut-vm2-0"))
+    plan = plan_changes(want, seen)
+    assert plan.in_sync
+    assert any("not the lab's" in n for n in plan.notes)
+    assert not plan_teardown(seen).by_phase("ovs") or all(
+        c.kind == "port" for c in plan_teardown(seen).by_phase("ovs"))
+
+
+def test_teardown_removes_only_owned_objects(want: DesiredLab) -> None:
+    seen = in_sync(want)
+    seen.ports["user-port"] = ObservedPort("user-port", "br-ut", None, (), {}, 3, None)
+    br = seen.bridges["br-ut"]
+    seen.bridges["br-ut"] = ObservedBridge(br.name, br.datapath_type, br.owner,
+                                           (*br.ports, "user-port"))
+    plan = plan_teardown(seen)
+    targets = {(c.kind, c.target) for c in plan.changes}
+    assert targets == {("domain", "ut-vm1"), ("domain", "ut-vm2"), ("port", "ut-vm1-0"),
+                       ("port", "ut-vm2-0"), ("tap", "ut-vm1-0"), ("tap", "ut-vm2-0")}
+    assert any("user-port" in n and "kept" in n for n in plan.notes)
+    assert [c.phase for c in plan.changes] == sorted(
+        (c.phase for c in plan.changes),
+        key=["domains-remove", "taps", "ovs", "taps-remove", "domains", "guests"].index)
+
+
+def test_teardown_removes_an_owned_bridge_once_it_is_empty(want: DesiredLab) -> None:
+    seen = in_sync(want)
+    plan = plan_teardown(seen)
+    assert ("bridge", "br-ut") in {(c.kind, c.target) for c in plan.changes}

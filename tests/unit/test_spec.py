@@ -1,0 +1,116 @@
+"""Spec validation: every bad input is a SpecError naming its key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provision.errors import SpecError
+from provision.spec import load_lab, nic_mac, parse_lab, tap_name
+
+from .helpers import lab, lab_data
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_lab_matches_the_issue() -> None:
+    demo = load_lab(REPO / "inventory" / "demo.yml")
+    assert demo.name == "demo"
+    assert len(demo.bridges) == 1
+    assert [vm.vcpus for vm in demo.vms] == [4, 4, 4]
+    assert [vm.nics[0].queues for vm in demo.vms] == [4, 4, 4]
+    assert [vm.nics[0].vlan for vm in demo.vms] == [100, 100, 200]
+    nets = {vm.nics[0].ip.network for vm in demo.vms}  # type: ignore[union-attr]
+    assert len(nets) == 1, "all three in one subnet, so VLAN isolation is observable"
+
+
+def _mutated(path: list, value: object) -> dict:
+    data = lab_data()
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key_path", "words"),
+    [
+        (["vms", 0, "colour"], "red", "lab.vms[0].colour", "unknown key"),
+        (["vms", 0, "nics", 0, "speed"], 10, "lab.vms[0].nics[0].speed", "unknown key"),
+        (["name"], "Bad_Name", "lab.name", "not a valid name"),
+        (["vms", 0, "name"], "vm1'/><x", "lab.vms[0].name", "not a valid name"),
+        (["vms", 0, "name"], "$(reboot)", "lab.vms[0].name", "not a valid name"),
+        (["bridges", 0, "name"], "../../etc", "lab.bridges[0].name", "not a valid name"),
+        (["bridges", 0, "name"], "br-a-very-long-name", "lab.bridges[0].name", "not a valid"),
+        (["vms", 0, "nics", 0, "queues"], 0, "lab.vms[0].nics[0].queues", "greater than"),
+        (["vms", 0, "nics", 0, "queues"], 257, "lab.vms[0].nics[0].queues", "less than"),
+        (["vms", 0, "nics", 0, "queues"], 8, "lab.vms[0].nics[0].queues", "exceeds vcpus=4"),
+        (["vms", 0, "nics", 0, "rx_queue_size"], 300, "lab.vms[0].nics[0].rx_queue_size",
+         "256, 512, 1024"),
+        (["vms", 0, "nics", 0, "rx_queue_size"], 2048, "lab.vms[0].nics[0].rx_queue_size",
+         "256, 512, 1024"),
+        (["vms", 0, "nics", 0, "tx_queue_size"], 512, "lab.vms[0].nics[0].tx_queue_size",
+         "vhost-user"),
+        (["vms", 0, "nics", 0, "vlan"], 4095, "lab.vms[0].nics[0].vlan", "less than"),
+        (["vms", 0, "nics", 0, "trunks"], [100], "lab.vms[0].nics[0]", "exclusive"),
+        (["vms", 1, "nics", 0, "trunks"], [100, 100], "lab.vms[1].nics[0].trunks", "twice"),
+        (["vms", 0, "nics", 0, "mac"], "01:00:5e:00:00:01", "lab.vms[0].nics[0].mac",
+         "multicast"),
+        (["vms", 0, "nics", 0, "mac"], "52:54:00:00:00:02", "lab.vms[1].nics[0].mac",
+         "also used"),
+        (["vms", 1, "nics", 0, "ip"], "10.9.0.1/24", "lab.vms[1].nics[0].ip", "also used"),
+        (["vms", 1, "nics", 0, "ip"], "10.9.0.300/24", "lab.vms[1].nics[0].ip", "IPv4"),
+        (["vms", 1, "name"], "vm1", "lab.vms[1].name", "used twice"),
+        (["vms", 0, "nics", 0, "bridge"], "br-x", "lab.vms[0].nics[0].bridge",
+         "not in lab.bridges"),
+        (["vms", 0, "image"], "debian", "lab.vms[0].image", "not allowed"),
+        (["datapath"], "dpdk", "lab.datapath", "not allowed"),
+        (["vms", 0, "memory_mib"], 16, "lab.vms[0].memory_mib", "greater than"),
+    ],
+)
+def test_bad_input_names_the_key_path(path: list, value: object, key_path: str,
+                                      words: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_lab(_mutated(path, value))
+    message = str(info.value)
+    assert message.startswith(key_path + ":"), message
+    assert words in message, message
+    assert "\n" not in message
+
+
+def test_msix_budget_is_checked() -> None:
+    nics = [{"bridge": "br-ut", "queues": 1} for _ in range(120)]
+    with pytest.raises(SpecError, match=r"lab.vms\[0\].nics: needs 480 MSI-X vectors"):
+        parse_lab(lab_data(vms=[{"name": "v", "vcpus": 2, "nics": nics}]))
+
+
+def test_file_errors_are_spec_errors(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yml"
+    with pytest.raises(SpecError, match="cannot read"):
+        load_lab(missing)
+    bad = tmp_path / "bad.yml"
+    bad.write_text("all: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML at line"):
+        load_lab(bad)
+    empty = tmp_path / "empty.yml"
+    empty.write_text("all:\n  hosts: {}\n")
+    with pytest.raises(SpecError, match=r"^all.vars.lab:"):
+        load_lab(empty)
+
+
+def test_defaults_and_derived_names_are_stable() -> None:
+    a, b = lab(), lab()
+    assert a == b
+    vm2 = a.vms[1]
+    assert vm2.nics[0].trunks == (100, 200), "trunks are normalised sorted"
+    assert nic_mac("ut", "vm1", 0) == nic_mac("ut", "vm1", 0) != nic_mac("ut", "vm1", 1)
+    assert nic_mac("ut", "vm2", 0, vm2.nics[0]) == "52:54:00:00:00:02"
+
+
+def test_tap_names_fit_ifnamsiz() -> None:
+    assert tap_name("demo", "vm1", 0) == "demo-vm1-0"
+    long = tap_name("abcdefghijkl", "a-very-long-vm-name", 3)
+    assert len(long) <= 15 and long.endswith("-3")
+    assert long != tap_name("abcdefghijkl", "a-very-long-vm-nam", 3)
