@@ -77,7 +77,7 @@ def plan_teardown(observed: ObservedLab) -> Plan:
     """Changes that remove everything the lab owns, and nothing else."""
     empty = DesiredLab(observed.lab, "", "", (), (), (), ())
     plan = Plan(observed.lab)
-    _plan_orphans(empty, observed, plan)
+    _plan_orphans(empty, observed, plan, reason="lab down")
     plan.changes.sort(key=lambda c: PHASES.index(c.phase))
     return plan
 
@@ -119,14 +119,28 @@ def _plan_taps(desired: DesiredLab, observed: ObservedLab, plan: Plan) -> set[st
         seen = observed.taps.get(tap.name)
         if seen is None:
             plan.changes.append(
-                Change("taps", "create", "tap", tap.name, None,
-                       {"multi_queue": True, "up": True, "alias": tap.alias}, "absent")
+                Change(
+                    "taps",
+                    "create",
+                    "tap",
+                    tap.name,
+                    None,
+                    {"multi_queue": True, "up": True, "alias": tap.alias},
+                    "absent",
+                )
             )
             recreated.add(tap.name)
         elif not seen.multi_queue:
             plan.changes.append(
-                Change("taps", "replace", "tap", tap.name, {"multi_queue": False},
-                       {"multi_queue": True}, "not multi_queue")
+                Change(
+                    "taps",
+                    "replace",
+                    "tap",
+                    tap.name,
+                    {"multi_queue": False},
+                    {"multi_queue": True},
+                    "not multi_queue",
+                )
             )
             recreated.add(tap.name)
         elif not seen.up:
@@ -141,22 +155,39 @@ def _plan_bridges(desired: DesiredLab, observed: ObservedLab, plan: Plan) -> Non
         seen = observed.bridges.get(br.name)
         if seen is None:
             plan.changes.append(
-                Change("ovs", "create", "bridge", br.name, None,
-                       {"datapath_type": br.datapath_type, "owner": desired.lab}, "absent")
+                Change(
+                    "ovs",
+                    "create",
+                    "bridge",
+                    br.name,
+                    None,
+                    {"datapath_type": br.datapath_type, "owner": desired.lab},
+                    "absent",
+                )
             )
         elif not _owned_by(seen.owner, desired.lab):
             plan.notes.append(f"bridge {br.name} exists and is not the lab's: used, never changed")
         elif (seen.datapath_type or "system") != br.datapath_type:
             plan.changes.append(
-                Change("ovs", "modify", "bridge", br.name,
-                       {"datapath_type": seen.datapath_type or "system"},
-                       {"datapath_type": br.datapath_type}, "datapath type differs")
+                Change(
+                    "ovs",
+                    "modify",
+                    "bridge",
+                    br.name,
+                    {"datapath_type": seen.datapath_type or "system"},
+                    {"datapath_type": br.datapath_type},
+                    "datapath type differs",
+                )
             )
 
 
 def _port_view(port: DesiredPort | ObservedPort) -> dict[str, Any]:
-    return {"bridge": port.bridge, "tag": port.tag, "trunks": list(port.trunks),
-            "external_ids": dict(port.external_ids)}
+    return {
+        "bridge": port.bridge,
+        "tag": port.tag,
+        "trunks": list(port.trunks),
+        "external_ids": dict(port.external_ids),
+    }
 
 
 def _plan_ports(desired: DesiredLab, observed: ObservedLab, plan: Plan) -> None:
@@ -179,8 +210,15 @@ def _plan_ports(desired: DesiredLab, observed: ObservedLab, plan: Plan) -> None:
         before = {k: v for k, v in have.items() if v != want[k]}
         after = {k: want[k] for k in before}
         plan.changes.append(
-            Change("ovs", "modify", "port", port.name, before, after,
-                   "differs: " + ", ".join(sorted(before)))
+            Change(
+                "ovs",
+                "modify",
+                "port",
+                port.name,
+                before,
+                after,
+                "differs: " + ", ".join(sorted(before)),
+            )
         )
 
 
@@ -193,8 +231,9 @@ def _plan_domains(
         seen = observed.domains.get(dom.name)
         want = domxml.domain_facts(dom.xml)
         if seen is None:
-            plan.changes.append(Change("domains", "create", "domain", dom.name, None,
-                                       {"running": True}, "absent"))
+            plan.changes.append(
+                Change("domains", "create", "domain", dom.name, None, {"running": True}, "absent")
+            )
             booting.add(dom.name)
             continue
         diff = domxml.diff_facts(seen.facts, want)
@@ -202,41 +241,81 @@ def _plan_domains(
         if diff:
             before = {k: v[0] for k, v in diff.items()}
             after = {k: v[1] for k, v in diff.items()}
-            plan.changes.append(Change("domains", "replace", "domain", dom.name, before, after,
-                                       "definition differs: " + ", ".join(sorted(diff))))
+            plan.changes.append(
+                Change(
+                    "domains",
+                    "replace",
+                    "domain",
+                    dom.name,
+                    before,
+                    after,
+                    "definition differs: " + ", ".join(sorted(diff)),
+                )
+            )
             booting.add(dom.name)
         elif not seen.running:
-            plan.changes.append(Change("domains", "start", "domain", dom.name,
-                                       {"running": False}, {"running": True}, "not running"))
+            plan.changes.append(
+                Change(
+                    "domains",
+                    "start",
+                    "domain",
+                    dom.name,
+                    {"running": False},
+                    {"running": True},
+                    "not running",
+                )
+            )
             booting.add(dom.name)
         elif taps & recreated_taps:
             plan.changes.append(
-                Change("domains", "restart", "domain", dom.name, None, {"running": True},
-                       "its tap was recreated: " + ", ".join(sorted(taps & recreated_taps)))
+                Change(
+                    "domains",
+                    "restart",
+                    "domain",
+                    dom.name,
+                    None,
+                    {"running": True},
+                    "its tap was recreated: " + ", ".join(sorted(taps & recreated_taps)),
+                )
             )
             booting.add(dom.name)
     return booting
 
 
-def _plan_guests(
-    desired: DesiredLab, observed: ObservedLab, plan: Plan, booting: set[str]
-) -> None:
+def _plan_guests(desired: DesiredLab, observed: ObservedLab, plan: Plan, booting: set[str]) -> None:
     """Guest NIC settings for domains that keep running; booting ones get them at boot."""
     for dom in desired.domains:
         if dom.name in booting or not observed.guests_observed:
             continue
         if dom.name not in observed.guests:
-            plan.changes.append(Change("guests", "configure", "guest", dom.name,
-                                       {"agent": "no answer"}, {"agent": "answers"},
-                                       "the guest agent did not answer"))
+            plan.changes.append(
+                Change(
+                    "guests",
+                    "configure",
+                    "guest",
+                    dom.name,
+                    {"agent": "no answer"},
+                    {"agent": "answers"},
+                    "the guest agent did not answer",
+                )
+            )
             continue
         nics = observed.guests[dom.name]
         for nic in dom.nics:
             seen = nics.get(nic.mac)
             target = f"{dom.name}/{nic.mac}"
             if seen is None:
-                plan.changes.append(Change("guests", "restart", "domain", dom.name, None,
-                                           {"nic": nic.mac}, f"guest shows no NIC {nic.mac}"))
+                plan.changes.append(
+                    Change(
+                        "guests",
+                        "restart",
+                        "domain",
+                        dom.name,
+                        None,
+                        {"nic": nic.mac},
+                        f"guest shows no NIC {nic.mac}",
+                    )
+                )
                 continue
             before: dict[str, Any] = {}
             if seen.combined != nic.queues:
@@ -246,44 +325,77 @@ def _plan_guests(
             if not seen.up:
                 before["up"] = False
             if before:
-                after = {"combined": nic.queues, "addresses": [nic.ip] if nic.ip else [],
-                         "up": True}
+                after = {
+                    "combined": nic.queues,
+                    "addresses": [nic.ip] if nic.ip else [],
+                    "up": True,
+                }
                 plan.changes.append(
-                    Change("guests", "configure", "guest-nic", target, before,
-                           {k: after[k] for k in before}, "differs: " + ", ".join(sorted(before)))
+                    Change(
+                        "guests",
+                        "configure",
+                        "guest-nic",
+                        target,
+                        before,
+                        {k: after[k] for k in before},
+                        "differs: " + ", ".join(sorted(before)),
+                    )
                 )
 
 
-def _plan_orphans(desired: DesiredLab, observed: ObservedLab, plan: Plan) -> None:
+def _plan_orphans(
+    desired: DesiredLab, observed: ObservedLab, plan: Plan, reason: str = "not in the lab"
+) -> None:
     """Owned objects the lab no longer wants."""
     lab = desired.lab
     want_doms = {d.name for d in desired.domains}
     for name, dom in sorted(observed.domains.items()):
         if name not in want_doms and _owned_by(dom.owner, lab):
-            plan.changes.append(Change("domains-remove", "delete", "domain", name,
-                                       {"running": dom.running}, None, "not in the lab"))
+            plan.changes.append(
+                Change(
+                    "domains-remove",
+                    "delete",
+                    "domain",
+                    name,
+                    {"running": dom.running},
+                    None,
+                    reason,
+                )
+            )
     want_ports = {p.name for p in desired.ports}
     for name, port in sorted(observed.ports.items()):
         if name not in want_ports and _owned_by(port.owner, lab):
-            plan.changes.append(Change("ovs", "delete", "port", name, _port_view(port), None,
-                                       "not in the lab"))
+            plan.changes.append(
+                Change("ovs", "delete", "port", name, _port_view(port), None, reason)
+            )
     want_taps = {t.name for t in desired.taps}
     for name, tap in sorted(observed.taps.items()):
         if name not in want_taps and _owned_by(tap.owner, lab):
-            plan.changes.append(Change("taps-remove", "delete", "tap", name,
-                                       {"queues_attached": tap.queues_attached}, None,
-                                       "not in the lab"))
-    _plan_orphan_bridges(desired, observed, plan)
+            plan.changes.append(
+                Change(
+                    "taps-remove",
+                    "delete",
+                    "tap",
+                    name,
+                    {"queues_attached": tap.queues_attached},
+                    None,
+                    reason,
+                )
+            )
+    _plan_orphan_bridges(desired, observed, plan, reason)
 
 
-def _plan_orphan_bridges(desired: DesiredLab, observed: ObservedLab, plan: Plan) -> None:
+def _plan_orphan_bridges(
+    desired: DesiredLab, observed: ObservedLab, plan: Plan, reason: str
+) -> None:
     lab = desired.lab
     want = {b.name for b in desired.bridges}
     for name, br in sorted(observed.bridges.items()):
         if name in want or not _owned_by(br.owner, lab):
             continue
         foreign = [
-            p for p in br.ports
+            p
+            for p in br.ports
             if p not in observed.ports or not _owned_by(observed.ports[p].owner, lab)
         ]
         if foreign:
@@ -292,5 +404,8 @@ def _plan_orphan_bridges(desired: DesiredLab, observed: ObservedLab, plan: Plan)
                 f"({', '.join(sorted(foreign))}): kept"
             )
             continue
-        plan.changes.append(Change("ovs", "delete", "bridge", name,
-                                   {"datapath_type": br.datapath_type}, None, "not in the lab"))
+        plan.changes.append(
+            Change(
+                "ovs", "delete", "bridge", name, {"datapath_type": br.datapath_type}, None, reason
+            )
+        )

@@ -53,7 +53,7 @@ def test_backend_follows_the_probed_datapath() -> None:
 
 
 def test_vhost_net_demanded_on_a_host_without_it_is_a_host_error() -> None:
-    with pytest.raises(HostError, match="lab.datapath: vhost-net is not available"):
+    with pytest.raises(HostError, match=r"lab\.datapath: vhost-net is not available"):
         desired_state(lab(datapath="vhost-net"), caps(), IMAGE)
     with pytest.raises(HostError, match=r"lab.bridges\[0\].datapath_type: system"):
         desired_state(lab(bridges=[{"name": "br-ut", "datapath_type": "system"}]), caps(), IMAGE)

@@ -1,0 +1,54 @@
+# virtio-lab: `make demo` brings up the default lab, `make test` runs every test.
+# Both work on a fresh Debian 12 host as root: they install what they need.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LAB ?= inventory/demo.yml
+# What pip needs to build libvirt-python; `provision host prepare` installs the rest.
+BOOTSTRAP_PKGS := libvirt-dev pkg-config gcc python3-dev python3-venv
+
+.PHONY: demo test venv host image lint unit integration bench clean-lab
+
+demo: host image
+	$(BIN)/provision up $(LAB)
+	$(BIN)/provision status $(LAB)
+
+test: host image lint
+	$(BIN)/pytest -v -rs tests
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	@missing=$$(for p in $(BOOTSTRAP_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+	  | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing build prerequisites: $$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+host: venv
+	$(BIN)/provision host prepare
+
+image: venv
+	$(BIN)/provision image build
+
+lint: venv
+	$(BIN)/ruff check provision tests benchmarks
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+integration: host image
+	$(BIN)/pytest -v -rs tests/integration
+
+bench: host image
+	$(BIN)/python benchmarks/bench_up.py
+	$(BIN)/python benchmarks/bench_guest_boot.py
+
+clean-lab: venv
+	$(BIN)/provision down $(LAB)

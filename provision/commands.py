@@ -1,0 +1,217 @@
+"""One function per CLI command: load, call the library, print. Returns the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from provision import converge, desired, image, plan, spec
+from provision.host import probe_host
+from provision.progress import RichProgress
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _emit_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _desired(args: argparse.Namespace) -> tuple[spec.Lab, desired.DesiredLab]:
+    lab = spec.load_lab(args.lab)
+    caps = probe_host()
+    img = image.load_image(lab.vms[0].image if lab.vms else "tiny")
+    return lab, desired.desired_state(lab, caps, img)
+
+
+# -- host and image ---------------------------------------------------------------------
+def host_check(args: argparse.Namespace) -> int:
+    caps = probe_host()
+    if args.json:
+        _emit_json(caps.to_dict())
+    else:
+        t = Table(title="host", show_header=False)
+        t.add_row("KVM", _yesno(caps.kvm_usable, caps.kvm_reason))
+        t.add_row("vhost-net", _yesno(caps.vhost_net, caps.vhost_reason))
+        t.add_row("OVS kernel datapath", _yesno(caps.ovs_kernel_datapath, caps.ovs_reason))
+        t.add_row("OVS datapath types", ", ".join(caps.ovs_datapath_types) or "(ovs-vswitchd down)")
+        t.add_row(
+            "chosen",
+            f"domain type {caps.domain_type}, virtio backend "
+            f"{caps.best_datapath}, bridges {caps.best_ovs_datapath_type}",
+        )
+        for name, up in sorted(caps.daemons.items()):
+            t.add_row(name, "running" if up else "[red]not running[/]")
+        for name, version in sorted(caps.versions.items()):
+            t.add_row(f"{name} version", version)
+        t.add_row("missing packages", " ".join(caps.missing_packages) or "none")
+        out.print(t)
+    return 4 if caps.missing_packages else 0
+
+
+def _yesno(ok: bool, reason: str) -> str:
+    return f"[green]yes[/] ({reason})" if ok else f"[yellow]no[/] ({reason})"
+
+
+def host_prepare(args: argparse.Namespace) -> int:
+    from provision.hostprep import prepare_host
+
+    log = (lambda s: None) if args.json else (lambda s: err.print(f"[dim]{s}[/]"))
+    result = prepare_host(log=log, install=not args.no_install)
+    if args.json:
+        _emit_json({"actions": result.actions, "changed": bool(result.actions)})
+    elif result.actions:
+        for action in result.actions:
+            out.print(f"- {action}")
+    else:
+        out.print("host ready: nothing to do")
+    return 0
+
+
+def image_build(args: argparse.Namespace) -> int:
+    with err.status("building the embedded guest"):
+        img, built = image.build_image(force=args.force)
+    if args.json:
+        _emit_json(
+            {
+                "image": img.name,
+                "built": built,
+                "kernel": str(img.kernel),
+                "initrd": str(img.initrd),
+                "content_hash": img.content_hash,
+                "kernel_version": img.kernel_version,
+            }
+        )
+    else:
+        verb = "built" if built else "up to date"
+        out.print(
+            f"image {img.name} {verb}: {img.initrd.parent} (sha256 {img.content_hash[:16]},"
+            f" kernel {img.kernel_version})"
+        )
+    return 0
+
+
+# -- lab ---------------------------------------------------------------------------------
+def render(args: argparse.Namespace) -> int:
+    _lab, want = _desired(args)
+    if args.json:
+        _emit_json(
+            {
+                "lab": want.lab,
+                "datapath": want.datapath,
+                "domain_type": want.domain_type,
+                "bridges": [vars(b) for b in want.bridges],
+                "ports": [vars(p) for p in want.ports],
+                "taps": [vars(t) for t in want.taps],
+                "domains": [{"name": d.name, "xml": d.xml} for d in want.domains],
+            }
+        )
+        return 0
+    out.print(f"# lab {want.lab}: virtio backend {want.datapath}, domain type {want.domain_type}")
+    for b in want.bridges:
+        out.print(f"# OVS Bridge {b.name}: datapath_type={b.datapath_type}")
+    for p in want.ports:
+        vlan = f"tag={p.tag}" if p.tag else f"trunks={list(p.trunks)}" if p.trunks else "no vlan"
+        out.print(f"# OVS Port {p.name} on {p.bridge}: {vlan} external_ids={p.external_ids}")
+    for d in want.domains:
+        out.print(d.xml, markup=False, soft_wrap=True)
+    return 0
+
+
+def _print_plan(p: plan.Plan, as_json: bool, extra: dict | None = None) -> None:
+    if as_json:
+        _emit_json({**p.to_dict(), **(extra or {})})
+        return
+    for note in p.notes:
+        out.print(f"[dim]note: {note}[/]")
+    if p.in_sync:
+        out.print(f"lab {p.lab}: in sync, nothing to change")
+        return
+    t = Table(title=f"lab {p.lab}: {len(p.changes)} change(s)")
+    for col in ("phase", "action", "kind", "target", "reason"):
+        t.add_column(col)
+    for c in p.changes:
+        t.add_row(c.phase, c.action, c.kind, c.target, c.reason)
+    out.print(t)
+
+
+def plan_cmd(args: argparse.Namespace) -> int:
+    _lab, want = _desired(args)
+    with converge.open_backends() as b:
+        p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
+    _print_plan(p, args.json)
+    return 0 if p.in_sync else 2
+
+
+def up(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    lab, want = _desired(args)
+    with converge.open_backends() as b:
+        p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
+        if p.in_sync:
+            _print_plan(
+                p,
+                args.json,
+                {
+                    "changed": False,
+                    "datapath": want.datapath,
+                    "seconds": round(time.monotonic() - t0, 3),
+                },
+            )
+            return 0
+        if not args.json:
+            _print_plan(p, False)
+        with RichProgress(err, enabled=not args.json) as progress:
+            result = converge.apply_plan(b, p, want, progress, agent_timeout=args.timeout)
+    summary = {
+        "changed": True,
+        "datapath": want.datapath,
+        "domain_type": want.domain_type,
+        "agent_seconds": result.agent_seconds,
+        "seconds": round(time.monotonic() - t0, 3),
+    }
+    if args.json:
+        _emit_json({**p.to_dict(), **summary})
+    else:
+        out.print(
+            f"lab {lab.name} up: {len(p.changes)} change(s) applied in "
+            f"{summary['seconds']} s; virtio backend {want.datapath}, "
+            f"domain type {want.domain_type}; every guest agent answers"
+        )
+    return 0
+
+
+def down(args: argparse.Namespace) -> int:
+    lab = spec.load_lab(args.lab)
+    with converge.open_backends() as b:
+        p = plan.plan_teardown(converge.observe_lab(b, lab.name, guests=False))
+        if not p.in_sync:
+            if not args.json:
+                _print_plan(p, False)
+            with RichProgress(err, enabled=not args.json) as progress:
+                converge.apply_plan(b, p, None, progress)
+    if args.json:
+        _emit_json({**p.to_dict(), "changed": not p.in_sync})
+    elif p.in_sync:
+        out.print(f"lab {lab.name}: nothing on this host, nothing removed")
+    else:
+        out.print(f"lab {lab.name} down: {len(p.changes)} object(s) removed")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    from provision.status import lab_status, print_status
+
+    lab = spec.load_lab(args.lab)
+    with converge.open_backends() as b:
+        data = lab_status(b, lab)
+    if args.json:
+        _emit_json(data)
+    else:
+        print_status(out, data)
+    return 0

@@ -1,0 +1,161 @@
+"""Open vSwitch through OVSDB (ovsdbapp over the python-ovs IDL), and nothing else.
+
+Reads bridges and ports from the IDL's replica, and applies a phase's changes as one
+transaction that is only "done" when ovs-vswitchd reports it applied (``cur_cfg``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from provision.desired import OWNER_LAB, DesiredLab
+from provision.errors import HostError, OperationError
+from provision.observed import ObservedBridge, ObservedPort
+from provision.plan import Change
+
+DEFAULT_DB = "unix:/var/run/openvswitch/db.sock"
+TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
+
+# ovsdbapp logs a traceback for connection retries; the CLI reports errors itself.
+logging.getLogger("ovsdbapp").setLevel(logging.CRITICAL)
+
+
+def db_endpoint() -> str:
+    return os.environ.get("VIRTIO_LAB_OVSDB", DEFAULT_DB)
+
+
+class Ovs:
+    """A connection to ovsdb-server, with the lab-facing reads and writes."""
+
+    def __init__(self, endpoint: str | None = None, timeout: float = 30.0) -> None:
+        from ovsdbapp.backend.ovs_idl import connection, idlutils
+        from ovsdbapp.schema.open_vswitch import impl_idl
+
+        self.endpoint = endpoint or db_endpoint()
+        self.timeout = timeout
+        path = self.endpoint.removeprefix("unix:")
+        if self.endpoint.startswith("unix:") and not os.path.exists(path):
+            raise HostError(f"ovsdb-server: no socket at {path}; run `provision host prepare`")
+        try:
+            helper = idlutils.get_schema_helper(self.endpoint, "Open_vSwitch")
+            for table in TABLES:
+                helper.register_table(table)
+            idl = connection.OvsdbIdl(self.endpoint, helper)
+            self._conn = connection.Connection(idl, timeout=int(timeout))
+            self.api = impl_idl.OvsdbIdl(self._conn)
+        except Exception as exc:  # ovsdbapp raises bare Exception subclasses here
+            raise HostError(
+                f"ovsdb-server at {self.endpoint} does not answer ({exc}); "
+                "run `provision host prepare`"
+            ) from None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.stop(timeout=1)
+
+    # -- reads -------------------------------------------------------------------------
+    def _rows(self, table: str) -> Iterable[Any]:
+        return list(self.api.tables[table].rows.values())
+
+    def datapath_types(self) -> tuple[str, ...]:
+        rows = list(self._rows("Open_vSwitch"))
+        return tuple(sorted(rows[0].datapath_types)) if rows else ()
+
+    def bridges(self) -> dict[str, ObservedBridge]:
+        out = {}
+        for br in self._rows("Bridge"):
+            ports = tuple(sorted(p.name for p in br.ports if p.name != br.name))
+            out[br.name] = ObservedBridge(
+                br.name, br.datapath_type, br.external_ids.get(OWNER_LAB), ports
+            )
+        return out
+
+    def ports(self) -> dict[str, ObservedPort]:
+        bridge_of = {p.uuid: br.name for br in self._rows("Bridge") for p in br.ports}
+        out = {}
+        for port in self._rows("Port"):
+            iface = port.interfaces[0] if port.interfaces else None
+            out[port.name] = ObservedPort(
+                name=port.name,
+                bridge=bridge_of.get(port.uuid, ""),
+                tag=port.tag[0] if port.tag else None,
+                trunks=tuple(sorted(port.trunks)),
+                external_ids=dict(port.external_ids),
+                ofport=(iface.ofport[0] if iface is not None and iface.ofport else None),
+                error=(iface.error[0] if iface is not None and iface.error else None),
+            )
+        return out
+
+    def observe(
+        self, lab: str, wanted_bridges: Iterable[str], wanted_ports: Iterable[str]
+    ) -> tuple[dict[str, ObservedBridge], dict[str, ObservedPort]]:
+        """Bridges and ports the lab owns or names (a named one may be a conflict)."""
+        bridges = self.bridges()
+        ports = self.ports()
+        wb, wp = set(wanted_bridges), set(wanted_ports)
+        return (
+            {n: b for n, b in bridges.items() if b.owner == lab or n in wb},
+            {n: p for n, p in ports.items() if p.owner == lab or n in wp},
+        )
+
+    # -- writes ------------------------------------------------------------------------
+    def apply(self, changes: list[Change], desired: DesiredLab | None) -> None:
+        """Apply the OVS changes of a plan in one transaction, then wait for ovs-vswitchd."""
+        if not changes:
+            return
+        ports = {p.name: p for p in desired.ports} if desired else {}
+        try:
+            with self.api.transaction(check_error=True) as txn:
+                for change in changes:
+                    for cmd in self._commands(change, ports, desired):
+                        txn.add(cmd)
+        except Exception as exc:
+            raise OperationError(f"OVSDB transaction failed: {exc}") from None
+        self.wait_applied()
+
+    def _commands(self, change: Change, ports: dict, desired: DesiredLab | None) -> list[Any]:
+        api = self.api
+        if change.kind == "bridge":
+            if change.action == "delete":
+                return [api.del_br(change.target, if_exists=True)]
+            dtype = change.after["datapath_type"]
+            if change.action == "create":
+                return [
+                    api.add_br(change.target, may_exist=False, datapath_type=dtype),
+                    api.db_set("Bridge", change.target, ("external_ids", {OWNER_LAB: desired.lab})),
+                ]
+            return [api.db_set("Bridge", change.target, ("datapath_type", dtype))]
+        if change.action == "delete":
+            return [api.del_port(change.target, if_exists=True)]
+        port = ports[change.target]
+        cmds = []
+        if change.action in ("create", "replace"):
+            if change.action == "replace":
+                cmds.append(api.del_port(change.target, if_exists=True))
+            cmds.append(api.add_port(port.bridge, port.name, may_exist=False))
+            cmds.append(api.db_set("Interface", port.name, ("external_ids", port.external_ids)))
+        cmds.append(api.db_set("Port", port.name, ("external_ids", port.external_ids)))
+        cmds.append(
+            api.db_set(
+                "Port",
+                port.name,
+                ("tag", [port.tag] if port.tag else []),
+                ("trunks", list(port.trunks)),
+            )
+        )
+        return cmds
+
+    def wait_applied(self) -> None:
+        """Block until ovs-vswitchd has applied every committed change (cur_cfg == next_cfg)."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            row = next(iter(self._rows("Open_vSwitch")))
+            if row.cur_cfg >= row.next_cfg:
+                return
+            time.sleep(0.02)
+        raise HostError("ovs-vswitchd did not apply the change in time; is it running?")

@@ -1,0 +1,51 @@
+"""Progress for long operations, drawn with rich on stderr (stdout stays for results)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+
+class RichProgress:
+    """The converge.Progress protocol on a rich progress display; a no-op when disabled."""
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[dim]{task.fields[note]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not enabled,
+            transient=False,
+        )
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+    def task(self, description: str, total: int) -> Any:
+        return self._progress.add_task(description, total=total, note="")
+
+    def advance(self, task: Any, note: str = "") -> None:
+        self._progress.update(task, advance=1, note=note)

@@ -1,0 +1,68 @@
+"""Bad input and incapable hosts: one line, the right exit code, and no change on the host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from .conftest import link, provision, unique_name, vsctl, write_lab
+
+pytestmark = pytest.mark.integration
+
+
+def small_lab(name: str, **overrides: object) -> dict:
+    lab = {"name": name, "bridges": [{"name": f"br-{name}"}],
+           "vms": [{"name": "vm1", "vcpus": 2, "nics": [{"bridge": f"br-{name}", "queues": 2}]}]}
+    lab.update(overrides)
+    return lab
+
+
+def assert_nothing_created(conn: libvirt.virConnect, name: str) -> None:
+    assert f"br-{name}" not in vsctl("list-br").split()
+    assert link(f"{name}-vm1-0") is None
+    assert f"{name}-vm1" not in {d.name() for d in conn.listAllDomains()}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key"),
+    [
+        (lambda lab: lab["vms"][0]["nics"][0].update(queues=3), "lab.vms[0].nics[0].queues"),
+        (lambda lab: lab["vms"][0].update(cpus=2), "lab.vms[0].cpus"),
+        (lambda lab: lab["vms"][0].update(name="vm1;rm -rf"), "lab.vms[0].name"),
+    ],
+)
+def test_bad_spec_exits_3_with_one_line_and_no_change(
+    tmp_path: Path, conn: libvirt.virConnect, mutate: object, key: str
+) -> None:
+    name = unique_name()
+    lab = small_lab(name)
+    mutate(lab)  # type: ignore[operator]
+    path = write_lab(tmp_path / "bad.yml", lab)
+    for command in ("render", "plan", "up"):
+        proc = provision(command, str(path), check=False)
+        assert proc.returncode == 3, (command, proc.stdout, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and key in lines[0], proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert_nothing_created(conn, name)
+
+
+@pytest.mark.skipif(Path("/dev/vhost-net").exists(), reason="this host has vhost-net")
+def test_vhost_net_on_a_host_without_it_exits_4_before_any_change(
+    tmp_path: Path, conn: libvirt.virConnect
+) -> None:
+    name = unique_name()
+    path = write_lab(tmp_path / "vhost.yml", small_lab(name, datapath="vhost-net"))
+    proc = provision("up", str(path), check=False)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "vhost-net" in proc.stderr and "modprobe vhost_net" in proc.stderr
+    assert_nothing_created(conn, name)
+
+
+def test_bad_arguments_exit_3(tmp_path: Path) -> None:
+    proc = provision("up", check=False)
+    assert proc.returncode == 3 and "arguments" in proc.stderr
+    proc = provision("plan", str(tmp_path / "missing.yml"), check=False)
+    assert proc.returncode == 3 and "cannot read the lab file" in proc.stderr
