@@ -31,7 +31,11 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from provision import commands as c
 
-    parser = _Parser(prog="provision", description=__doc__)
+    parser = _Parser(
+        prog="provision",
+        description="virtio-lab: stand up multiqueue virtio-net labs on Open vSwitch and "
+        "libvirt from one file, and prove the data path works.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     host = sub.add_parser("host", help="what this host can do; prepare it")
@@ -80,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProvisionError as exc:
         _fail(str(exc), exc.exit_code, argv)
         return exc.exit_code
+    except BrokenPipeError:  # the reader went away (`| head`); nothing left to say
+        sys.stderr.close()
+        return EXIT_OK
     except KeyboardInterrupt:
         _fail("interrupted", EXIT_FAIL, argv)
         return EXIT_FAIL

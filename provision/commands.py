@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from provision import converge, desired, image, plan, spec
-from provision.host import probe_host
+from provision.host import lab_caps, probe_host
 from provision.progress import RichProgress
 
 out = Console(highlight=False)
@@ -24,7 +24,7 @@ def _emit_json(data: Any) -> None:
 
 def _desired(args: argparse.Namespace) -> tuple[spec.Lab, desired.DesiredLab]:
     lab = spec.load_lab(args.lab)
-    caps = probe_host()
+    caps = lab_caps()
     img = image.load_image(lab.vms[0].image if lab.vms else "tiny")
     return lab, desired.desired_state(lab, caps, img)
 

@@ -1,0 +1,470 @@
+"""What this host can do: the read-only host probe behind `provision host check`.
+
+This module owns `HostCaps` and every observation that fills it: whether KVM can really run
+a guest (decided by booting one, not by the device's existence), whether /dev/vhost-net
+opens, whether the OVS kernel datapath exists, which Debian packages are missing, which
+daemons run, and the component versions. It changes nothing on the host; preparing the host
+is `provision.hostprep`.
+
+It also holds the tiny stdlib JSON-RPC client used to ask ovsdb-server and ovs-vswitchd
+whether they answer (the lab itself talks to OVSDB through ovsdbapp, not through this).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REQUIRED_PACKAGES: tuple[str, ...] = (
+    "qemu-system-x86", "qemu-utils", "libvirt-daemon-system", "libvirt-clients", "libvirt-dev",
+    "pkg-config", "openvswitch-switch", "linux-image-amd64", "busybox-static",
+    "qemu-guest-agent", "ethtool", "iperf3", "iproute2", "libxml2-utils",
+)  # fmt: skip
+
+OVS_RUNDIR = Path(os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"))
+OVSDB_SOCK = OVS_RUNDIR / "db.sock"
+LIBVIRT_SOCK = Path("/var/run/libvirt/libvirt-sock")
+VIRTLOGD_SOCK = Path("/var/run/libvirt/virtlogd-sock")
+DAEMON_PIDFILES: dict[str, Path] = {
+    "ovsdb-server": OVS_RUNDIR / "ovsdb-server.pid",
+    "ovs-vswitchd": OVS_RUNDIR / "ovs-vswitchd.pid",
+    "virtlogd": Path("/var/run/virtlogd.pid"),
+    "libvirtd": Path("/var/run/libvirtd.pid"),
+}
+# Under systemd libvirtd and virtlogd are socket-activated and may exit when idle: an active
+# socket unit counts as running.
+SYSTEMD_SOCKET_UNITS = {"libvirtd": "libvirtd.socket", "virtlogd": "virtlogd.socket"}
+
+# Real-mode busy loop the KVM probe guest runs before it reports through isa-debug-exit.
+# Real KVM finishes it in well under 0.1 s; TCG in ~0.8 s; a /dev/kvm that emulates every
+# guest instruction (kvm_pvm, or nested without hardware support) never does.
+KVM_PROBE_LOOPS = 100_000_000
+_DEBUG_EXIT_PORT = 0xF4
+_DEBUG_EXIT_STATUS = (1 << 1) | 1  # the guest writes 1; QEMU exits with (value << 1) | 1
+
+
+@dataclass(frozen=True)
+class HostCaps:
+    """The capabilities of this host, as probed; the input for choosing the datapath."""
+
+    kvm_usable: bool  # a test guest ran to completion under -accel kvm in time
+    kvm_reason: str
+    vhost_net: bool  # /dev/vhost-net exists and opens read-write
+    vhost_reason: str
+    ovs_kernel_datapath: bool  # OVS datapath_type "system" can work (module loaded or loadable)
+    ovs_reason: str
+    ovs_datapath_types: tuple[str, ...]  # Open_vSwitch.datapath_types, () if OVSDB unreachable
+    versions: dict[str, str] = field(default_factory=dict)  # libvirt, qemu, ovs, kernel, ...
+    missing_packages: tuple[str, ...] = ()  # REQUIRED_PACKAGES not installed
+    daemons: dict[str, bool] = field(default_factory=dict)  # daemon name -> running
+    systemd: bool = False  # PID 1 is systemd
+
+    @property
+    def best_datapath(self) -> str:
+        """The virtio-net backend `datapath: auto` picks."""
+        return "vhost-net" if self.vhost_net else "userspace"
+
+    @property
+    def best_ovs_datapath_type(self) -> str:
+        """The OVS bridge datapath_type `auto` picks."""
+        return "system" if self.ovs_kernel_datapath else "netdev"
+
+    @property
+    def domain_type(self) -> str:
+        """The libvirt <domain type=...> to render."""
+        return "kvm" if self.kvm_usable else "qemu"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, with the derived choices included."""
+        data = asdict(self)
+        for key in ("ovs_datapath_types", "missing_packages"):
+            data[key] = list(data[key])
+        data["best_datapath"] = self.best_datapath
+        data["best_ovs_datapath_type"] = self.best_ovs_datapath_type
+        data["domain_type"] = self.domain_type
+        return data
+
+
+def probe_host(kvm_probe_timeout: float = 3.0) -> HostCaps:
+    """Observe this host; a kvm_probe_timeout of 0 skips the KVM boot probe (kvm_usable False).
+
+    Always runs the KVM probe afresh and records its answer for ``lab_caps()``.
+    """
+    if kvm_probe_timeout > 0:
+        kvm_usable, kvm_reason = kvm_probe_cached(kvm_probe_timeout, refresh=True)
+    else:
+        kvm_usable, kvm_reason = False, "KVM probe skipped"
+    return _caps(kvm_usable, kvm_reason, full=True)
+
+
+def lab_caps(kvm_probe_timeout: float = 3.0) -> HostCaps:
+    """What lab commands need (accelerator, vhost-net, OVS datapath), fast enough for a no-op
+    `up`: the KVM probe's answer is reused while the boot, /dev/kvm and QEMU are unchanged;
+    versions, packages and daemons are left out."""
+    kvm_usable, kvm_reason = kvm_probe_cached(kvm_probe_timeout)
+    return _caps(kvm_usable, kvm_reason, full=False)
+
+
+def _caps(kvm_usable: bool, kvm_reason: str, full: bool) -> HostCaps:
+    vhost, vhost_reason = probe_vhost_net()
+    ovs_kernel, ovs_reason = probe_ovs_kernel_datapath()
+    return HostCaps(
+        kvm_usable=kvm_usable,
+        kvm_reason=kvm_reason,
+        vhost_net=vhost,
+        vhost_reason=vhost_reason,
+        ovs_kernel_datapath=ovs_kernel,
+        ovs_reason=ovs_reason,
+        ovs_datapath_types=ovs_datapath_types(),
+        versions=component_versions() if full else {},
+        missing_packages=missing_packages() if full else (),
+        daemons=daemon_status() if full else {},
+        systemd=systemd_running(),
+    )
+
+
+def _probe_key() -> dict[str, Any]:
+    """What the KVM probe's answer depends on; a change of any part probes again."""
+    key: dict[str, Any] = {"boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip()}
+    for name, path in (("kvm", "/dev/kvm"), ("qemu", shutil.which("qemu-system-x86_64"))):
+        try:
+            st = os.stat(path) if path else None
+        except OSError:
+            st = None
+        key[name] = [st.st_rdev, st.st_ino, st.st_mtime_ns] if st else None
+    return key
+
+
+def probe_cache_path() -> Path:
+    return Path(os.environ.get("VIRTIO_LAB_RUNDIR", "/run/virtio-lab")) / "kvm-probe.json"
+
+
+def kvm_probe_cached(timeout: float = 3.0, refresh: bool = False) -> tuple[bool, str]:
+    """``probe_accelerator("kvm")``, remembered in /run until the host changes."""
+    path, key = probe_cache_path(), _probe_key()
+    if not refresh:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            data = json.loads(path.read_text())
+            if data["key"] == key:
+                return bool(data["usable"]), str(data["reason"])
+    usable, reason = probe_accelerator("kvm", timeout)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "usable": usable, "reason": reason}))
+        tmp.replace(path)
+    return usable, reason
+
+
+# ---- KVM -------------------------------------------------------------------------------
+
+
+def _probe_boot_sector(loops: int) -> bytes:
+    code = (
+        b"\x66\xb9"
+        + struct.pack("<I", loops)  # mov ecx, loops
+        + b"\x66\x49"  # dec ecx
+        + b"\x75\xfc"  # jnz (back to dec ecx)
+        + b"\xb0\x01"  # mov al, 1
+        + bytes([0xE6, _DEBUG_EXIT_PORT])  # out 0xf4, al: isa-debug-exit ends QEMU
+        + b"\xfa\xf4\xeb\xfd"  # cli; hlt; jmp (back to hlt)
+    )
+    return code.ljust(510, b"\0") + b"\x55\xaa"
+
+
+@functools.cache  # the answer does not change while a process runs; cache_clear() resets
+def probe_accelerator(accel: str = "kvm", timeout: float = 3.0) -> tuple[bool, str]:
+    """Boot a one-sector guest under QEMU with `accel` and report whether it ran to the end.
+
+    `accel="tcg"` is the control that proves the probe itself is sound. Costs ~0.3 s where
+    KVM works and `timeout` where it does not.
+    """
+    if accel == "kvm":
+        try:
+            os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
+        except OSError as exc:
+            return False, f"/dev/kvm cannot be opened: {exc.strerror}"
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        return False, "qemu-system-x86_64 not found (package qemu-system-x86)"
+    with tempfile.TemporaryDirectory(prefix="virtio-lab-probe-") as tmp:
+        image = Path(tmp) / "boot.img"
+        image.write_bytes(_probe_boot_sector(KVM_PROBE_LOOPS))
+        argv = [
+            qemu, "-accel", accel, "-machine", "pc", "-m", "16", "-display", "none",
+            "-nodefaults", "-no-reboot",
+            "-device", f"isa-debug-exit,iobase={_DEBUG_EXIT_PORT:#x},iosize=0x04",
+            "-drive", f"file={image},format=raw,if=ide",
+        ]  # fmt: skip
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, start_new_session=True, text=True,
+        )  # fmt: skip
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return False, _slow_guest_reason(accel, timeout)
+        elapsed = time.monotonic() - started
+    if proc.returncode == _DEBUG_EXIT_STATUS:
+        return True, f"a test guest ran {KVM_PROBE_LOOPS:.0e} loops under {accel} in {elapsed:.1f}s"
+    last = err.strip().splitlines()[-1] if err.strip() else "no message"
+    return False, f"QEMU -accel {accel} failed (exit {proc.returncode}): {last}"
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
+def _slow_guest_reason(accel: str, timeout: float) -> str:
+    reason = (
+        f"a test guest under {accel} did not finish in {timeout:g}s (TCG needs ~1s): "
+        f"/dev/kvm cannot run an ordinary guest at usable speed"
+    )
+    if Path("/sys/module/kvm_pvm").exists():
+        reason += " (it is kvm_pvm, which runs only PVM-enabled guest kernels)"
+    return reason + "; labs use domain type qemu (TCG)"
+
+
+# ---- vhost-net and the OVS kernel datapath ---------------------------------------------
+
+
+def probe_vhost_net() -> tuple[bool, str]:
+    """Whether /dev/vhost-net exists and opens read-write (what QEMU needs for vhost=on)."""
+    path = "/dev/vhost-net"
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CLOEXEC))
+    except FileNotFoundError:
+        loadable = module_loadable("vhost_net")
+        hint = "run `modprobe vhost_net`" if loadable else "this kernel has no vhost_net module"
+        return False, f"{path} does not exist ({hint}); QEMU's userspace virtio backend is used"
+    except OSError as exc:
+        return False, f"{path} cannot be opened read-write: {exc.strerror}"
+    return True, f"{path} opens read-write"
+
+
+def probe_ovs_kernel_datapath() -> tuple[bool, str]:
+    """Whether OVS bridges with datapath_type 'system' can work on this kernel."""
+    if genl_family_exists("ovs_datapath"):
+        return True, "openvswitch kernel module loaded (genetlink family ovs_datapath present)"
+    if module_loadable("openvswitch"):
+        return True, "openvswitch kernel module loadable; `provision host prepare` loads it"
+    return False, (
+        "this kernel has no openvswitch module (no genetlink family ovs_datapath): "
+        "bridges use the userspace datapath_type netdev"
+    )
+
+
+def module_loadable(name: str) -> bool:
+    """Whether `modprobe name` would succeed (False on kernels without loadable modules)."""
+    if not Path("/proc/modules").exists() or shutil.which("modprobe") is None:
+        return False
+    result = subprocess.run(
+        ["modprobe", "--dry-run", "--quiet", name], capture_output=True, check=False
+    )
+    return result.returncode == 0
+
+
+def genl_family_exists(name: str) -> bool:
+    """Ask the kernel (generic netlink CTRL_CMD_GETFAMILY) whether a family is registered."""
+    netlink_generic, genl_id_ctrl, ctrl_cmd_getfamily, ctrl_attr_family_name = 16, 0x10, 3, 2
+    nlm_f_request, nlmsg_error = 1, 2
+    value = name.encode() + b"\0"
+    attr = struct.pack("=HH", 4 + len(value), ctrl_attr_family_name) + value
+    attr += b"\0" * (-len(attr) % 4)
+    body = struct.pack("=BBH", ctrl_cmd_getfamily, 1, 0) + attr
+    message = struct.pack("=IHHII", 16 + len(body), genl_id_ctrl, nlm_f_request, 1, 0) + body
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink_generic) as sock:
+            sock.settimeout(2.0)
+            sock.send(message)
+            reply = sock.recv(65536)
+    except OSError:
+        return False
+    _, msg_type = struct.unpack_from("=IH", reply)
+    if msg_type == nlmsg_error:
+        return struct.unpack_from("=i", reply, 16)[0] == 0
+    return msg_type == genl_id_ctrl
+
+
+# ---- OVSDB / unixctl JSON-RPC ----------------------------------------------------------
+
+
+def jsonrpc_call(
+    sock_path: Path | str, method: str, params: list[Any], timeout: float = 2.0
+) -> Any:
+    """One JSON-RPC request on an OVS unix socket (OVSDB or a daemon's unixctl .ctl socket).
+
+    Returns the result; raises OSError when the socket does not answer and ValueError when
+    the answer is an error.
+    """
+    request = json.dumps({"method": method, "params": params, "id": 0}).encode()
+    decoder = json.JSONDecoder()
+    buffer = ""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(sock_path))
+        sock.sendall(request)
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"{sock_path} closed the connection")
+            buffer += chunk.decode()
+            try:
+                reply, _ = decoder.raw_decode(buffer.lstrip())
+            except ValueError:
+                continue  # message not complete yet
+            if isinstance(reply, dict) and reply.get("id") == 0:
+                break
+            buffer = ""  # a notification or echo request from the server: not ours
+    if reply.get("error"):
+        raise ValueError(f"{sock_path}: {method} failed: {reply['error']}")
+    return reply.get("result")
+
+
+def open_vswitch_row(columns: list[str], timeout: float = 2.0) -> dict[str, Any]:
+    """Select the single Open_vSwitch row's `columns` from ovsdb-server."""
+    op = {"op": "select", "table": "Open_vSwitch", "where": [], "columns": columns}
+    result = jsonrpc_call(OVSDB_SOCK, "transact", ["Open_vSwitch", op], timeout)
+    rows = result[0].get("rows", []) if result else []
+    if not rows:
+        raise ValueError("the Open_vSwitch table has no row (database not initialised)")
+    return rows[0]
+
+
+def ovs_set(value: Any) -> list[Any]:
+    """Decode an OVSDB set column (a bare atom or ["set", [...]]) into a list."""
+    if isinstance(value, list) and value and value[0] == "set":
+        return list(value[1])
+    return [value]
+
+
+def ovs_datapath_types() -> tuple[str, ...]:
+    """Open_vSwitch.datapath_types as ovs-vswitchd reports it, () if OVSDB is unreachable."""
+    try:
+        row = open_vswitch_row(["datapath_types"])
+    except (OSError, ValueError, KeyError, IndexError):
+        return ()
+    return tuple(sorted(ovs_set(row["datapath_types"])))
+
+
+# ---- packages, daemons, versions -------------------------------------------------------
+
+
+def missing_packages(packages: tuple[str, ...] = REQUIRED_PACKAGES) -> tuple[str, ...]:
+    """The packages dpkg does not report as 'install ok installed'."""
+    if shutil.which("dpkg-query") is None:
+        return packages
+    result = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package} ${Status}\n", *packages],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    installed = set()
+    for line in result.stdout.splitlines():
+        name, _, status = line.partition(" ")
+        if status.strip() == "install ok installed":
+            installed.add(name.split(":")[0])
+    return tuple(p for p in packages if p not in installed)
+
+
+def systemd_running() -> bool:
+    """Whether PID 1 is systemd (sd_booted's test)."""
+    return Path("/run/systemd/system").is_dir()
+
+
+def _pid_alive(pid: int, comm: str) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # /proc/PID/stat is "pid (comm) state ..."; comm may contain spaces and parentheses.
+    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+    state = stat[stat.rindex(")") + 2 :].split(" ", 1)[0]
+    return name == comm[:15] and state not in ("Z", "X")
+
+
+def daemon_pid(name: str) -> int | None:
+    """PID of a running daemon: its pidfile if that names a live process, else a /proc scan."""
+    pidfile = DAEMON_PIDFILES.get(name)
+    if pidfile is not None:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text().strip())
+            if _pid_alive(pid, name):
+                return pid
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _pid_alive(int(entry.name), name):
+            return int(entry.name)
+    return None
+
+
+def _socket_unit_active(name: str) -> bool:
+    unit = SYSTEMD_SOCKET_UNITS.get(name)
+    if unit is None or not systemd_running():
+        return False
+    result = subprocess.run(["systemctl", "is-active", "--quiet", unit], check=False)
+    return result.returncode == 0
+
+
+def daemon_status() -> dict[str, bool]:
+    """Whether ovsdb-server, ovs-vswitchd, virtlogd and libvirtd are running."""
+    return {
+        name: daemon_pid(name) is not None or _socket_unit_active(name) for name in DAEMON_PIDFILES
+    }
+
+
+def _first_line(argv: list[str]) -> str:
+    if shutil.which(argv[0]) is None:
+        return ""
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=20)
+    out = (result.stdout or result.stderr).strip()
+    return out.splitlines()[0] if out else ""
+
+
+def component_versions() -> dict[str, str]:
+    """Versions of libvirt, QEMU, OVS, the running kernel and the guest kernel in /boot."""
+    versions = {"kernel": os.uname().release}
+    libvirt = _first_line(["libvirtd", "--version"])  # "libvirtd (libvirt) 9.0.0"
+    if libvirt:
+        versions["libvirt"] = libvirt.split()[-1]
+    else:
+        with contextlib.suppress(Exception):  # ImportError, or libvirt.libvirtError
+            import libvirt as libvirt_module  # optional: only when libvirtd is not on PATH
+
+            v = libvirt_module.getVersion()
+            versions["libvirt"] = f"{v // 1000000}.{v // 1000 % 1000}.{v % 1000}"
+    qemu = re.search(r"version (\S+)", _first_line(["qemu-system-x86_64", "--version"]))
+    if qemu:
+        versions["qemu"] = qemu.group(1)
+    ovs = _first_line(["ovs-vswitchd", "--version"])  # "ovs-vswitchd (Open vSwitch) 3.1.0"
+    if ovs:
+        versions["ovs"] = ovs.split()[-1]
+    guest = guest_kernel()
+    if guest is not None:
+        versions["guest_kernel"] = guest.name.removeprefix("vmlinuz-")
+    return versions
+
+
+def _version_key(path: Path) -> list[int]:
+    return [int(n) for n in re.findall(r"\d+", path.name)]
+
+
+def guest_kernel() -> Path | None:
+    """The newest /boot/vmlinuz-* (from linux-image-amd64), the embedded guest's kernel."""
+    kernels = sorted(Path("/boot").glob("vmlinuz-*"), key=_version_key)
+    return kernels[-1] if kernels else None
