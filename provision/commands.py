@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from provision import converge, desired, image, plan, spec
-from provision.host import lab_caps, probe_host
+from provision import converge, image, lab, plan, spec
+from provision.host import probe_host
 from provision.progress import RichProgress
 
 out = Console(highlight=False)
@@ -20,13 +19,6 @@ err = Console(stderr=True, highlight=False)
 
 def _emit_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def _desired(args: argparse.Namespace) -> tuple[spec.Lab, desired.DesiredLab]:
-    lab = spec.load_lab(args.lab)
-    caps = lab_caps()
-    img = image.load_image(lab.vms[0].image if lab.vms else "tiny")
-    return lab, desired.desired_state(lab, caps, img)
 
 
 # -- host and image ---------------------------------------------------------------------
@@ -98,7 +90,7 @@ def image_build(args: argparse.Namespace) -> int:
 
 # -- lab ---------------------------------------------------------------------------------
 def render(args: argparse.Namespace) -> int:
-    _lab, want = _desired(args)
+    _spec, want = lab.load(args.lab)
     if args.json:
         _emit_json(
             {
@@ -141,75 +133,52 @@ def _print_plan(p: plan.Plan, as_json: bool, extra: dict | None = None) -> None:
 
 
 def plan_cmd(args: argparse.Namespace) -> int:
-    _lab, want = _desired(args)
-    with converge.open_backends() as b:
-        p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
-    _print_plan(p, args.json)
-    return 0 if p.in_sync else 2
+    result = lab.plan_lab(args.lab)
+    _print_plan(result.plan, args.json, {"datapath": result.datapath})
+    return 0 if result.plan.in_sync else 2
 
 
 def up(args: argparse.Namespace) -> int:
-    t0 = time.monotonic()
-    lab, want = _desired(args)
-    with converge.open_backends() as b:
-        p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
-        if p.in_sync:
-            _print_plan(
-                p,
-                args.json,
-                {
-                    "changed": False,
-                    "datapath": want.datapath,
-                    "seconds": round(time.monotonic() - t0, 3),
-                },
-            )
-            return 0
+    def show(p: plan.Plan) -> None:
         if not args.json:
             _print_plan(p, False)
-        with RichProgress(err, enabled=not args.json) as progress:
-            result = converge.apply_plan(b, p, want, progress, agent_timeout=args.timeout)
-    summary = {
-        "changed": True,
-        "datapath": want.datapath,
-        "domain_type": want.domain_type,
-        "agent_seconds": result.agent_seconds,
-        "seconds": round(time.monotonic() - t0, 3),
-    }
+
+    with RichProgress(err, enabled=not args.json) as progress:
+        result = lab.up_lab(args.lab, progress, agent_timeout=args.timeout, on_plan=show)
     if args.json:
-        _emit_json({**p.to_dict(), **summary})
+        _emit_json(result.to_dict())
+    elif not result.changed:
+        _print_plan(result.plan, False)
+        out.print(f"no changes made; virtio backend {result.datapath}, domain type "
+                  f"{result.domain_type} ({result.seconds:.2f} s)")
     else:
-        out.print(
-            f"lab {lab.name} up: {len(p.changes)} change(s) applied in "
-            f"{summary['seconds']} s; virtio backend {want.datapath}, "
-            f"domain type {want.domain_type}; every guest agent answers"
-        )
+        out.print(f"lab {result.lab} up: {len(result.plan.changes)} change(s) applied in "
+                  f"{result.seconds:.1f} s; virtio backend {result.datapath}, domain type "
+                  f"{result.domain_type}; every guest agent answers")
     return 0
 
 
 def down(args: argparse.Namespace) -> int:
-    lab = spec.load_lab(args.lab)
-    with converge.open_backends() as b:
-        p = plan.plan_teardown(converge.observe_lab(b, lab.name, guests=False))
-        if not p.in_sync:
-            if not args.json:
-                _print_plan(p, False)
-            with RichProgress(err, enabled=not args.json) as progress:
-                converge.apply_plan(b, p, None, progress)
+    def show(p: plan.Plan) -> None:
+        if not args.json:
+            _print_plan(p, False)
+
+    with RichProgress(err, enabled=not args.json) as progress:
+        result = lab.down_lab(args.lab, progress, on_plan=show)
     if args.json:
-        _emit_json({**p.to_dict(), "changed": not p.in_sync})
-    elif p.in_sync:
-        out.print(f"lab {lab.name}: nothing on this host, nothing removed")
+        _emit_json(result.to_dict())
+    elif not result.changed:
+        out.print(f"lab {result.lab}: nothing on this host, nothing removed")
     else:
-        out.print(f"lab {lab.name} down: {len(p.changes)} object(s) removed")
+        out.print(f"lab {result.lab} down: {len(result.plan.changes)} object(s) removed")
     return 0
 
 
 def status(args: argparse.Namespace) -> int:
     from provision.status import lab_status, print_status
 
-    lab = spec.load_lab(args.lab)
     with converge.open_backends() as b:
-        data = lab_status(b, lab)
+        data = lab_status(b, spec.load_lab(args.lab))
     if args.json:
         _emit_json(data)
     else:
