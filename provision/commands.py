@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -13,7 +14,8 @@ from provision import converge, image, lab, plan, spec
 from provision.host import probe_host
 from provision.progress import RichProgress
 
-out = Console(highlight=False)
+# Piped output keeps whole rows: a table cut at 80 columns helps no script or log reader.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False)
 
 

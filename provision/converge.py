@@ -109,7 +109,7 @@ def _try_observe_guest(conn: libvirt.virConnect, name: str) -> dict[str, Observe
     if dom is None:
         return None
     try:
-        return agent.observe_nics(dom)
+        return agent.observe_nics_fast(dom)
     except agent.AgentError:
         return None
 
@@ -211,7 +211,7 @@ def _converge_guests(
 def _settle_nics(dom: libvirt.virDomain, d: Any, attempts: int = 50) -> None:
     """Configure guest NICs that differ from the lab; the guest's init may still be busy."""
     for _ in range(attempts):
-        seen = agent.observe_nics(dom)
+        seen = agent.observe_nics_fast(dom)
         pending = [n for n in d.nics if not _nic_ok(seen.get(n.mac), n)]
         if not pending:
             return
