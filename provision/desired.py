@@ -106,7 +106,7 @@ def desired_state(lab: Lab, caps: HostCaps, image: GuestImage) -> DesiredLab:
             taps.append(DesiredTap(tap, tap_alias(lab.name, vm.name, i), nic_queues(vm, nic)))
             ids = {OWNER_LAB: lab.name, OWNER_VM: vm.name, OWNER_NIC: str(i)}
             ports.append(DesiredPort(tap, nic.bridge, nic.vlan, nic.trunks or (), ids))
-        domains.append(_desired_domain(lab, vm, caps, image, datapath))
+        domains.append(_desired_domain(lab, vm, caps, image, datapath, bridges))
     return DesiredLab(
         lab.name, datapath, caps.domain_type, bridges, tuple(taps), tuple(ports), tuple(domains)
     )
@@ -125,7 +125,8 @@ def parse_tap_alias(alias: str | None) -> dict[str, str] | None:
 
 
 def _desired_domain(
-    lab: Lab, vm: VmSpec, caps: HostCaps, image: GuestImage, datapath: str
+    lab: Lab, vm: VmSpec, caps: HostCaps, image: GuestImage, datapath: str,
+    bridges: tuple[DesiredBridge, ...],
 ) -> DesiredDomain:
     nics = tuple(
         GuestNic(
@@ -143,6 +144,10 @@ def _desired_domain(
         vm=vm,
         taps=[tap_name(lab.name, vm.name, i) for i in range(len(vm.nics))],
         nics=nics,
+        userspace_bridge=[
+            next(b.datapath_type for b in bridges if b.name == nic.bridge) == "netdev"
+            for nic in vm.nics
+        ],
         image=image,
         cmdline=cmdline,
         domain_type=caps.domain_type,

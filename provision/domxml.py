@@ -12,8 +12,16 @@ from typing import Any
 
 from provision.render import OWNER_NS
 
-_UNITS = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "m": 1024, "mib": 1024,
-          "g": 1024**2, "gib": 1024**2}
+_UNITS = {
+    "b": 1 / 1024,
+    "bytes": 1 / 1024,
+    "k": 1,
+    "kib": 1,
+    "m": 1024,
+    "mib": 1024,
+    "g": 1024**2,
+    "gib": 1024**2,
+}
 
 
 def _kib(elem: ET.Element | None) -> int | None:
@@ -34,6 +42,7 @@ def owner(xml: str) -> dict[str, str] | None:
 
 def interface_facts(iface: ET.Element) -> dict[str, Any]:
     """What the lab controls on one ``<interface>``."""
+
     def attr(path: str, name: str) -> str | None:
         e = iface.find(path)
         return None if e is None else e.get(name)
@@ -49,6 +58,7 @@ def interface_facts(iface: ET.Element) -> dict[str, Any]:
         "queues": int(driver.get("queues", "1")) if driver is not None else 1,
         "rx_queue_size": attr("driver", "rx_queue_size"),
         "tx_queue_size": attr("driver", "tx_queue_size"),
+        "host_csum": attr("driver/host", "csum"),
     }
 
 

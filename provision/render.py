@@ -62,13 +62,19 @@ def domain_xml(
     vm: VmSpec,
     taps: list[str],
     nics: tuple[GuestNic, ...],
+    userspace_bridge: list[bool],
     image: GuestImage,
     cmdline: str,
     domain_type: str,
     datapath: str,
     spec_hash: str,
 ) -> str:
-    """The libvirt domain XML of one lab VM."""
+    """The libvirt domain XML of one lab VM.
+
+    ``userspace_bridge[i]``: NIC i is on an OVS ``netdev`` bridge. OVS's userspace datapath
+    does not complete checksums a guest leaves to the NIC (TCP then dies with bad checksums
+    while ping works), so such NICs do not offer checksum offload to the guest.
+    """
     nic_ctx = [
         {
             "mac": nic.mac,
@@ -76,8 +82,9 @@ def domain_xml(
             "queues": nic.queues,
             "rx_queue_size": spec.rx_queue_size,
             "tx_queue_size": spec.tx_queue_size,
+            "host_csum": not userspace,
         }
-        for nic, tap, spec in zip(nics, taps, vm.nics, strict=True)
+        for nic, tap, spec, userspace in zip(nics, taps, vm.nics, userspace_bridge, strict=True)
     ]
     return render_template(
         "domain.xml.j2",

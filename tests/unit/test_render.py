@@ -52,6 +52,13 @@ def test_backend_follows_the_probed_datapath() -> None:
     assert fast.datapath == "vhost-net"
 
 
+def test_checksum_offload_is_off_only_on_userspace_bridges() -> None:
+    netdev = domxml.domain_facts(desired_state(lab(), caps(), IMAGE).domains[0].xml)
+    assert netdev["interfaces"][0]["host_csum"] == "off"
+    kernel = desired_state(lab(), caps(ovs_kernel=True), IMAGE)
+    assert domxml.domain_facts(kernel.domains[0].xml)["interfaces"][0]["host_csum"] is None
+
+
 def test_vhost_net_demanded_on_a_host_without_it_is_a_host_error() -> None:
     with pytest.raises(HostError, match=r"lab\.datapath: vhost-net is not available"):
         desired_state(lab(datapath="vhost-net"), caps(), IMAGE)
