@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
                 help="seconds to wait for each guest agent (default 300)",
             )
         p.set_defaults(func=func)
+    p = sub.add_parser("verify", help="prove the data path hop by hop; exit 0 pass, 1 fail")
+    _add_lab(p)
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON ('-': stdout)")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per check")
+    p.add_argument("--perf", action="store_true", help="also measure iperf3 throughput")
+    p.set_defaults(func=c.verify)
     return parser
 
 

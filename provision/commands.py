@@ -186,3 +186,20 @@ def status(args: argparse.Namespace) -> int:
     else:
         print_status(out, data)
     return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    from provision.verify import output, verify_lab
+
+    to_stdout = args.json == "-"
+    with RichProgress(err, enabled=not to_stdout) as progress:
+        report = verify_lab(args.lab, progress, perf=args.perf)
+    if to_stdout:
+        print(output.to_json(report))
+    else:
+        output.print_report(out, report)
+        if args.json:
+            output.write_json(report, args.json)
+    if args.junit:
+        output.write_junit(report, args.junit)
+    return 0 if report.passed else 1

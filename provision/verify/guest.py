@@ -1,0 +1,158 @@
+"""Inside the guests, through the QEMU guest agent (libvirt): the guest's view of each NIC,
+and the reachability matrix (pings from inside, one guest-exec per VM, pings concurrent).
+
+Scripts here are constant text; targets reach them as positional arguments, never
+interpolated into the script.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libvirt
+
+from provision import agent
+from provision.observed import ObservedGuestNic
+from provision.verify import parse
+from provision.verify.matrix import Endpoint, pair_target, same_subnet
+from provision.verify.model import Check, skipped, verdict
+
+# $1..: "IFNAME,ADDRESS" targets. Every ping runs at once; each ends within 2 s (-w 2).
+_PING_ALL = r"""
+k=0
+for t in "$@"; do
+  ( ping -c 3 -i 0.2 -W 2 -w 2 -I "${t%%,*}" "${t#*,}" > "/tmp/vl-ping.$$.$k" 2>&1
+    echo "exit $?" >> "/tmp/vl-ping.$$.$k" ) &
+  k=$((k+1))
+done
+wait
+k=0
+for t in "$@"; do
+  echo "@@ $k"; cat "/tmp/vl-ping.$$.$k"; rm -f "/tmp/vl-ping.$$.$k"; k=$((k+1))
+done
+"""
+
+
+def run_sh(dom: libvirt.virDomain, script: str, args: list[str],
+           timeout: float = 30.0) -> tuple[int, str, str]:
+    """Run a constant shell script in the guest with ``args`` as $1.. ."""
+    return agent.guest_exec(dom, "/bin/sh", ["-c", script, "vlab", *args], timeout=timeout)
+
+
+@dataclass
+class GuestView:
+    """One VM's NICs as its agent reports them, or why the agent could not be asked."""
+
+    nics: dict[str, ObservedGuestNic]
+    error: str | None = None
+
+    def nic(self, mac: str) -> ObservedGuestNic | None:
+        return self.nics.get(mac)
+
+
+def observe_guest(dom: libvirt.virDomain | None, running: bool) -> GuestView:
+    if dom is None or not running:
+        return GuestView({}, "the domain is not running")
+    try:
+        return GuestView(agent.observe_nics(dom))
+    except agent.AgentError as exc:
+        return GuestView({}, f"the guest agent did not answer: {exc}")
+
+
+def healthy(nic: ObservedGuestNic | None, ep: Endpoint) -> bool:
+    """The guest NIC is there, up, and carries its address: it could answer a ping."""
+    return nic is not None and nic.up and (ep.ip is None or ep.ip in nic.addresses)
+
+
+def guest_nic_check(view: GuestView, ep: Endpoint) -> Check:
+    if view.error:
+        return verdict("guest.nic", ep.target, [view.error], {"mac": ep.mac})
+    nic = view.nic(ep.mac)
+    if nic is None:
+        return verdict("guest.nic", ep.target, [f"no interface with MAC {ep.mac} in the guest"],
+                       {"mac": ep.mac, "seen": sorted(view.nics)})
+    problems = []
+    if nic.driver != "virtio_net":
+        problems.append(f"driver is {nic.driver}, not virtio_net")
+    if nic.max_combined != ep.queues:
+        problems.append(f"ethtool -l maximum combined is {nic.max_combined}, want {ep.queues}")
+    if nic.combined != ep.queues:
+        problems.append(f"ethtool -l current combined is {nic.combined}, want {ep.queues}")
+    if not nic.up:
+        problems.append(f"{nic.ifname} is down")
+    if ep.ip and ep.ip not in nic.addresses:
+        problems.append(f"address {ep.ip} is not set (has {list(nic.addresses) or 'none'})")
+    evidence = {"ifname": nic.ifname, "mac": nic.mac, "driver": nic.driver, "up": nic.up,
+                "max_combined": nic.max_combined, "combined": nic.combined,
+                "addresses": list(nic.addresses)}
+    ok = f"{nic.ifname} {nic.driver}, combined {nic.combined}/{nic.max_combined}, " \
+         f"{' '.join(nic.addresses) or 'no address'}"
+    return verdict("guest.nic", ep.target, problems, evidence, ok)
+
+
+@dataclass(frozen=True)
+class Ping:
+    kind: str  # "reach" | "isolation"
+    src: Endpoint
+    dst: Endpoint
+
+
+def ping_from(dom: libvirt.virDomain | None, view: GuestView,
+              pings: list[Ping]) -> dict[Ping, tuple[int, int, str] | str]:
+    """Run one VM's pings at once; per ping (sent, received, output) or why it did not run."""
+    if dom is None or view.error:
+        return {p: (view.error or "the domain is not running") for p in pings}
+    runnable, out = [], {}
+    for p in pings:
+        nic = view.nic(p.src.mac)
+        if nic is None:
+            out[p] = f"no interface with MAC {p.src.mac} in the guest"
+        else:
+            runnable.append((p, f"{nic.ifname},{p.dst.address}"))
+    if not runnable:
+        return out
+    try:
+        _code, text, err = run_sh(dom, _PING_ALL, [arg for _p, arg in runnable], timeout=30)
+    except agent.AgentError as exc:
+        return {**out, **{p: str(exc) for p, _ in runnable}}
+    blocks = parse.sections(text)
+    for k, (p, _arg) in enumerate(runnable):
+        body = blocks.get(str(k), err.strip())
+        sent, received = parse.ping_counts(body)
+        out[p] = (sent, received, body.strip())
+    return out
+
+
+def reach_check(p: Ping, result: tuple[int, int, str] | str) -> Check:
+    target = pair_target(p.src, p.dst)
+    if isinstance(result, str):
+        return verdict("reach", target, [f"could not ping: {result}"], {})
+    sent, received, text = result
+    evidence = {"from": p.src.address, "to": p.dst.address, "segment": p.src.segment_name(),
+                "sent": sent, "received": received, "output": text[-300:]}
+    problems = [] if received > 0 else [
+        f"{p.dst.address} does not answer {p.src.address} on {p.src.segment_name()}"]
+    return verdict("reach", target, problems, evidence,
+                   f"{p.src.address} -> {p.dst.address}: {received}/{sent} replies")
+
+
+def isolation_check(p: Ping, result: tuple[int, int, str] | str,
+                    dst_view: GuestView) -> Check:
+    target = pair_target(p.src, p.dst)
+    base = {"from": p.src.address, "to": p.dst.address,
+            "segments": [p.src.segment_name(), p.dst.segment_name()]}
+    if not same_subnet(p.src, p.dst):
+        return skipped("isolation", target, "the addresses are in different subnets: an "
+                       "unanswered ping would prove routing, not VLAN isolation", base)
+    if isinstance(result, str):
+        return skipped("isolation", target, f"could not ping: {result}", base)
+    if not healthy(dst_view.nic(p.dst.mac), p.dst):
+        return skipped("isolation", target, f"{p.dst.target} is not up with its address, so "
+                       "silence would prove nothing", base)
+    sent, received, text = result
+    evidence = {**base, "sent": sent, "received": received, "output": text[-300:]}
+    problems = [] if received == 0 else [
+        f"{p.dst.address} on {p.dst.segment_name()} answers {p.src.address} on "
+        f"{p.src.segment_name()}: VLANs leak"]
+    return verdict("isolation", target, problems, evidence,
+                   f"{p.src.address} -/-> {p.dst.address}: 0/{sent} replies, as required")

@@ -1,0 +1,136 @@
+"""Who must reach whom, derived from the spec alone (pure): NIC endpoints, L2 segments, the
+reachability and isolation pairs, and the pairs that drive traffic over every queue.
+
+A segment is a bridge plus a VLAN. An access port (``vlan: N``) is on segment N; a port with
+neither ``vlan`` nor ``trunks`` carries the guest's untagged frames on OVS's native VLAN 0. A
+trunk port carries only tagged frames, and the embedded guest sends untagged ones, so trunk
+NICs are left out of the matrix (with the reason).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass
+
+from provision.spec import Lab, domain_name, nic_mac, nic_queues, tap_name
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One NIC of the lab, with everything the checks need to find and judge it."""
+
+    lab: str
+    vm: str
+    index: int  # position in the VM's nics
+    domain: str  # libvirt domain
+    tap: str  # tap and OVS port
+    mac: str
+    ip: str | None  # "10.10.0.11/24"
+    bridge: str
+    vlan: int | None
+    trunks: tuple[int, ...]
+    queues: int
+    vcpus: int
+
+    @property
+    def target(self) -> str:
+        return f"{self.lab}/{self.vm}/{self.index}"
+
+    @property
+    def address(self) -> str | None:
+        return self.ip.split("/", 1)[0] if self.ip else None
+
+    @property
+    def segment(self) -> tuple[str, int] | None:
+        """(bridge, VLAN) the guest's untagged frames live on; None for a trunk port."""
+        if self.trunks:
+            return None
+        return (self.bridge, self.vlan or 0)
+
+    def segment_name(self) -> str:
+        seg = self.segment
+        if seg is None:
+            return f"{self.bridge} trunk {list(self.trunks)}"
+        return f"{seg[0]} VLAN {seg[1]}" if seg[1] else f"{seg[0]} untagged"
+
+
+def endpoints(lab: Lab) -> list[Endpoint]:
+    out = []
+    for vm in lab.vms:
+        for i, nic in enumerate(vm.nics):
+            out.append(Endpoint(
+                lab=lab.name, vm=vm.name, index=i, domain=domain_name(lab.name, vm.name),
+                tap=tap_name(lab.name, vm.name, i), mac=nic_mac(lab.name, vm.name, i, nic),
+                ip=str(nic.ip) if nic.ip else None, bridge=nic.bridge, vlan=nic.vlan,
+                trunks=tuple(nic.trunks or ()), queues=nic_queues(vm, nic), vcpus=vm.vcpus,
+            ))
+    return out
+
+
+def pair_target(a: Endpoint, b: Endpoint) -> str:
+    return f"{a.target}->{b.target}"
+
+
+def excluded(eps: list[Endpoint]) -> list[tuple[Endpoint, str]]:
+    """NICs the reachability matrix cannot judge, with the reason."""
+    out = []
+    for ep in eps:
+        if ep.segment is None:
+            out.append((ep, "trunk port: the guest sends untagged frames, which a trunk "
+                            "without a native VLAN drops; the embedded guest has no VLAN "
+                            "interfaces"))
+        elif ep.address is None:
+            out.append((ep, "no ip in the lab file: nothing to ping"))
+    return out
+
+
+def _candidates(eps: list[Endpoint]) -> list[Endpoint]:
+    return [e for e in eps if e.segment is not None and e.address is not None]
+
+
+def same_subnet(a: Endpoint, b: Endpoint) -> bool:
+    if a.ip is None or b.ip is None:
+        return False
+    return ipaddress.IPv4Interface(a.ip).network == ipaddress.IPv4Interface(b.ip).network
+
+
+def reach_pairs(eps: list[Endpoint]) -> list[tuple[Endpoint, Endpoint]]:
+    """Every unordered pair on one segment, on different VMs: each must reach the other."""
+    c = _candidates(eps)
+    return [(a, b) for i, a in enumerate(c) for b in c[i + 1 :]
+            if a.segment == b.segment and a.vm != b.vm]
+
+
+def isolation_pairs(eps: list[Endpoint]) -> list[tuple[Endpoint, Endpoint]]:
+    """Every unordered pair on one bridge but different VLANs: neither may reach the other."""
+    c = _candidates(eps)
+    return [(a, b) for i, a in enumerate(c) for b in c[i + 1 :]
+            if a.bridge == b.bridge and a.segment != b.segment and a.vm != b.vm]
+
+
+def traffic_pairs(
+    eps: list[Endpoint],
+) -> tuple[list[tuple[Endpoint, Endpoint]], list[tuple[Endpoint, str]]]:
+    """Pairs that exchange traffic so that every NIC with a peer on its segment takes part
+    in one, and the NICs without a peer (with the reason they cannot be driven)."""
+    by_segment: dict[tuple[str, int], list[Endpoint]] = defaultdict(list)
+    for ep in _candidates(eps):
+        by_segment[ep.segment].append(ep)  # type: ignore[index]
+    pairs: list[tuple[Endpoint, Endpoint]] = []
+    lonely: list[tuple[Endpoint, str]] = []
+    for members in by_segment.values():
+        covered: set[Endpoint] = set()
+        for ep in members:
+            if ep in covered:
+                continue
+            others = [o for o in members if o.vm != ep.vm]
+            peer = next((o for o in others if o not in covered), others[0] if others else None)
+            if peer is None:
+                lonely.append((ep, f"no NIC of another VM on {ep.segment_name()}: without a "
+                                   "peer (and with no host address on lab bridges) nothing "
+                                   "can exchange traffic with it"))
+                continue
+            pairs.append((ep, peer))
+            covered.update((ep, peer))
+    return pairs, lonely

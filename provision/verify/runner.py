@@ -1,0 +1,160 @@
+"""``verify_lab()``: walk every hop of a running lab and gather the verdicts in a
+``VerifyReport``. Observes only; it never repairs. VMs are checked concurrently.
+
+Phases: per VM (domain, QEMU, tap, guest) in parallel; OVS from one OVSDB replica; the
+reachability matrix (one concurrent guest-exec per VM); every queue's traffic; TCP; and
+with ``perf`` the iperf3 throughput.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libvirt
+
+from provision import image, spec, virt
+from provision.converge import Backends, NoProgress, Progress, observe_lab, open_backends, parallel
+from provision.desired import DesiredLab, desired_state
+from provision.errors import HostError
+from provision.host import HostCaps, lab_caps
+from provision.observed import ObservedLab
+from provision.verify import guest, host_checks, matrix, parse, qemu, tcp, traffic
+from provision.verify.matrix import Endpoint
+from provision.verify.model import Check, VerifyReport, hop_order, skipped
+
+
+@dataclass
+class VmState:
+    """What the per-VM phase learnt, for the phases that follow."""
+
+    domain: str
+    dom: libvirt.virDomain | None
+    running: bool
+    datapath: str | None  # what QEMU uses, None when it could not be read
+    view: guest.GuestView
+    checks: list[Check] = field(default_factory=list)
+
+
+def load_for_verify(path: str | Path) -> tuple[spec.Lab, DesiredLab, HostCaps]:
+    """The lab and what ``up`` would have made of it. Where the lab asks for what this host
+    lacks (vhost-net, the OVS kernel datapath), the desired state is still rendered as asked,
+    so that the QEMU and OVS hops report the fallback instead of verify refusing to look."""
+    lab = spec.load_lab(path)
+    caps = lab_caps()
+    render_caps = caps
+    if lab.datapath == "vhost-net" and not caps.vhost_net:
+        render_caps = dataclasses.replace(render_caps, vhost_net=True)
+    if any(b.datapath_type == "system" for b in lab.bridges) and not caps.ovs_kernel_datapath:
+        render_caps = dataclasses.replace(render_caps, ovs_kernel_datapath=True)
+    img = image.load_image(lab.vms[0].image if lab.vms else "tiny")
+    return lab, desired_state(lab, render_caps, img), caps
+
+
+def _require_lab(observed: ObservedLab, lab: str, path: str | Path) -> None:
+    owned = (
+        any((d.owner or {}).get("lab") == lab for d in observed.domains.values())
+        or any(p.owner == lab for p in observed.ports.values())
+        or any((t.owner or {}).get("lab") == lab for t in observed.taps.values())
+        or any(b.owner == lab for b in observed.bridges.values())
+    )
+    if not owned:
+        raise HostError(f"lab {lab} is not on this host: no domain, tap, OVS port or bridge "
+                        f"of it exists; run `provision up {path}` first")
+
+
+def _vm_phase(b: Backends, lab: spec.Lab, want: DesiredLab, vm: spec.VmSpec,
+              eps: list[Endpoint], observed: ObservedLab, resolved: str) -> VmState:
+    target = f"{lab.name}/{vm.name}"
+    desired = next(d for d in want.domains if d.vm == vm.name)
+    checks, running = host_checks.domain_checks(b.conn, desired, eps, target)
+    more, actual = qemu.qemu_checks(desired.name, target, eps, lab.datapath, resolved,
+                                    running)
+    checks += more
+    checks += [host_checks.tap_check(ep, observed) for ep in eps]
+    dom = virt.lookup(b.conn, desired.name)
+    view = guest.observe_guest(dom, running)
+    checks += [guest.guest_nic_check(view, ep) for ep in eps]
+    return VmState(desired.name, dom, running, actual, view, checks)
+
+
+def _matrix_checks(eps: list[Endpoint], states: dict[str, VmState]) -> list[Check]:
+    pings = [guest.Ping("reach", a, b) for a, b in matrix.reach_pairs(eps)]
+    pings += [guest.Ping("isolation", a, b) for a, b in matrix.isolation_pairs(eps)]
+    by_source: dict[str, list[guest.Ping]] = defaultdict(list)
+    for p in pings:
+        by_source[p.src.domain].append(p)
+    results: dict[guest.Ping, tuple[int, int, str] | str] = {}
+    for part in parallel(lambda d: guest.ping_from(states[d].dom, states[d].view,
+                                                   by_source[d]), list(by_source)):
+        results.update(part)
+    checks = [skipped("reach", ep.target, why) for ep, why in matrix.excluded(eps)]
+    for p in pings:
+        if p.kind == "reach":
+            checks.append(guest.reach_check(p, results[p]))
+        else:
+            checks.append(guest.isolation_check(p, results[p], states[p.dst.domain].view))
+    return checks
+
+
+def _traffic_checks(b: Backends, eps: list[Endpoint], states: dict[str, VmState],
+                    perf: bool, progress: Progress) -> list[Check]:
+    doms = {d: s.dom for d, s in states.items()}
+    views = {d: s.view for d, s in states.items()}
+    pairs, lonely = matrix.traffic_pairs(eps)
+    task = progress.task("every queue carries traffic", 1)
+    checks = traffic.queue_checks(b.ovs, doms, views, pairs, lonely)
+    progress.advance(task)
+    pool = tcp.PortPool()
+    task = progress.task("TCP across the data path", len(pairs))
+
+    def one(pair: tuple[Endpoint, Endpoint]) -> Check:
+        check = tcp.tcp_check(doms, views, pair[0], pair[1], pool)
+        progress.advance(task, check.target)
+        return check
+
+    tcp_checks = parallel(one, pairs)
+    checks += tcp_checks
+    if perf:
+        task = progress.task("throughput (iperf3)", len(pairs))
+        for pair, tcp_result in zip(pairs, tcp_checks, strict=True):
+            checks += tcp.perf_checks(doms, views, pair[0], pair[1], pool, tcp_result)
+            progress.advance(task, tcp_result.target)
+    return checks
+
+
+def verify_lab(path: str | Path, progress: Progress | None = None,
+               perf: bool = False) -> VerifyReport:
+    """Every check of the lab in ``path``; HostError (exit 4) when the lab is not here."""
+    t0 = time.monotonic()
+    progress = progress or NoProgress()
+    lab, want, caps = load_for_verify(path)
+    eps = matrix.endpoints(lab)
+    by_vm: dict[str, list[Endpoint]] = defaultdict(list)
+    for ep in eps:
+        by_vm[ep.vm].append(ep)
+    with open_backends() as b:
+        observed = observe_lab(b, want.lab, want, guests=False)
+        _require_lab(observed, lab.name, path)
+        task = progress.task("domain, QEMU, tap and guest of each VM", len(lab.vms))
+
+        def vm_phase(vm: spec.VmSpec) -> VmState:
+            state = _vm_phase(b, lab, want, vm, by_vm[vm.name], observed, caps.best_datapath)
+            progress.advance(task, vm.name)
+            return state
+
+        states = {s.domain: s for s in parallel(vm_phase, lab.vms)}
+        checks = [c for s in states.values() for c in s.checks]
+        checks += host_checks.bridge_checks(want, observed)
+        checks += [host_checks.port_check(ep, observed) for ep in eps]
+        task = progress.task("reachability matrix (pings inside the guests)", 1)
+        checks += _matrix_checks(eps, states)
+        progress.advance(task)
+        checks += _traffic_checks(b, eps, states, perf, progress)
+    checks.sort(key=hop_order)
+    actual = parse.combine_datapaths([s.datapath for s in states.values()
+                                      if s.datapath is not None])
+    return VerifyReport(lab.name, actual, checks, time.monotonic() - t0, lab.datapath)

@@ -1,0 +1,182 @@
+"""Every queue carries traffic: drive one flow per guest CPU between NIC pairs of a segment
+and show every RX and TX queue counter advance (the guest's ``ethtool -S``, with
+``/proc/interrupts`` as a second witness) and the OVS port counters advance too.
+
+Why pings pinned to each CPU reach every queue: virtio_net maps CPU i to TX queue i (XPS),
+so a ping sent from CPU i leaves on TX queue i; the host tap remembers which queue a flow
+last came from and steers the reply into the same RX queue. Each side of a pair pings the
+other from every CPU, so each side's every TX and RX queue moves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import libvirt
+
+from provision import agent
+from provision.converge import parallel
+from provision.ovs import Ovs
+from provision.verify import parse
+from provision.verify.guest import GuestView, run_sh
+from provision.verify.host_checks import interface_stats
+from provision.verify.matrix import Endpoint
+from provision.verify.model import Check, skipped, verdict
+
+# $1 = CPUs, $2 = interfaces (space separated), $3.. = "IFNAME,PEER" targets.
+_QUEUE_TRAFFIC = r"""
+cpus=$1; ifs=$2; shift 2
+snap() {
+  for n in $ifs; do
+    echo "@@ $1 ethtool $n $(basename "$(readlink "/sys/class/net/$n/device")")"
+    ethtool -S "$n"
+  done
+  echo "@@ $1 interrupts"; cat /proc/interrupts
+}
+snap before
+c=0
+while [ "$c" -lt "$cpus" ]; do
+  for t in "$@"; do
+    taskset -c "$c" ping -q -c 3 -i 0.1 -W 2 -w 3 -I "${t%%,*}" "${t#*,}" > /dev/null 2>&1 &
+  done
+  wait
+  c=$((c+1))
+done
+snap after
+"""
+PINGS_PER_CPU = 3
+OVS_STATS_INTERVAL_MS = 5000  # ovs-vswitchd's default other_config:stats-update-interval
+
+Counters = dict[str, Any]  # "ethtool": {label: {ifname: (device, stats)}}, "irq": {label: ..}
+
+
+def _drive(dom: libvirt.virDomain | None, view: GuestView, vcpus: int,
+           flows: list[tuple[Endpoint, Endpoint]]) -> Counters | str:
+    """Run one VM's flows (one per CPU and target); its counters before and after."""
+    if dom is None or view.error:
+        return view.error or "the domain is not running"
+    targets, ifnames = [], []
+    for src, dst in flows:
+        nic = view.nic(src.mac)
+        if nic is None:
+            return f"no interface with MAC {src.mac} in the guest"
+        targets.append(f"{nic.ifname},{dst.address}")
+        ifnames.append(nic.ifname)
+    args = [str(vcpus), " ".join(sorted(set(ifnames))), *targets]
+    try:
+        code, out, err = run_sh(dom, _QUEUE_TRAFFIC, args, timeout=30 + 4 * vcpus)
+    except agent.AgentError as exc:
+        return str(exc)
+    if code != 0:
+        return f"the traffic script failed ({code}): {err.strip()}"
+    counters: Counters = {"ethtool": defaultdict(dict), "irq": {}}
+    for header, body in parse.sections(out).items():
+        words = header.split()
+        if len(words) >= 3 and words[1] == "ethtool":
+            device = words[3] if len(words) > 3 else ""
+            counters["ethtool"][words[0]][words[2]] = (device, parse.ethtool_stats(body))
+        elif len(words) == 2 and words[1] == "interrupts":
+            counters["irq"][words[0]] = parse.interrupts(body)
+    return counters
+
+
+def _queue_deltas(counters: Counters, ifname: str, queues: int) -> dict[str, Any]:
+    before = counters["ethtool"].get("before", {}).get(ifname, ("", {}))
+    after = counters["ethtool"].get("after", {}).get(ifname, ("", {}))
+    rx0, tx0 = parse.queue_packets(before[1])
+    rx1, tx1 = parse.queue_packets(after[1])
+    device = after[0] or before[0]
+    irx0, itx0 = parse.interrupt_queues(counters["irq"].get("before", {}), device)
+    irx1, itx1 = parse.interrupt_queues(counters["irq"].get("after", {}), device)
+    return {
+        "rx_packets": parse.deltas(rx0, rx1, queues),
+        "tx_packets": parse.deltas(tx0, tx1, queues),
+        "rx_interrupts": parse.deltas(irx0, irx1, queues),
+        "tx_interrupts": parse.deltas(itx0, itx1, queues),
+        "device": device,
+        "source": "ethtool -S" if rx1 or tx1 else "/proc/interrupts",
+    }
+
+
+def _idle_queues(d: dict[str, Any]) -> list[str]:
+    rx = d["rx_packets"] if d["source"] == "ethtool -S" else d["rx_interrupts"]
+    tx = d["tx_packets"] if d["source"] == "ethtool -S" else d["tx_interrupts"]
+    idle = [f"rx{q}" for q, v in enumerate(rx) if not v]
+    return idle + [f"tx{q}" for q, v in enumerate(tx) if not v]
+
+
+def _stats_interval(ovs: Ovs) -> float:
+    rows = list(ovs.api.tables["Open_vSwitch"].rows.values())
+    other = dict(rows[0].other_config) if rows else {}
+    try:
+        return int(other.get("stats-update-interval", OVS_STATS_INTERVAL_MS)) / 1000
+    except ValueError:
+        return OVS_STATS_INTERVAL_MS / 1000
+
+
+def _wait_ovs(ovs: Ovs, before: dict[str, dict[str, int]],
+              ) -> tuple[dict[str, dict[str, int]], float]:
+    """OVS counters once every port has moved both ways, or at the deadline (ovs-vswitchd
+    publishes Interface statistics only every stats-update-interval)."""
+    start = time.monotonic()
+    deadline = start + _stats_interval(ovs) + 2.0
+    while True:
+        after = interface_stats(ovs, list(before))
+        moved = all(after.get(n, {}).get(k, 0) > v[k] for n, v in before.items()
+                    for k in ("rx_packets", "tx_packets"))
+        if moved or time.monotonic() >= deadline:
+            return after, time.monotonic() - start
+        time.sleep(0.2)
+
+
+def _queue_check(ep: Endpoint, peers: list[str], view: GuestView, result: Counters | str,
+                 ovs: dict[str, Any]) -> Check:
+    nic = view.nic(ep.mac)
+    if isinstance(result, str) or nic is None:
+        why = result if isinstance(result, str) else f"no interface with MAC {ep.mac}"
+        return verdict("queues", ep.target, [f"could not drive traffic: {why}"],
+                       {"peers": peers})
+    d = _queue_deltas(result, nic.ifname, ep.queues)
+    flows = ep.vcpus * len(peers)
+    problems = []
+    idle = _idle_queues(d)
+    if idle:
+        problems.append(f"queues without traffic: {' '.join(idle)} (of {ep.queues})")
+    if ovs["rx_packets"] <= 0 or ovs["tx_packets"] <= 0:
+        problems.append(f"OVS port {ep.tap} counters did not advance in "
+                        f"{ovs['waited_s']} s (rx +{ovs['rx_packets']}, "
+                        f"tx +{ovs['tx_packets']})")
+    evidence = {"ifname": nic.ifname, "peers": peers, "flows": flows, **d, "ovs": ovs}
+    ok = (f"{ep.queues} RX + {ep.queues} TX queues moved ({d['source']}), {flows} flows sent, "
+          f"OVS rx +{ovs['rx_packets']} tx +{ovs['tx_packets']}")
+    return verdict("queues", ep.target, problems, evidence, ok)
+
+
+def queue_checks(ovs: Ovs, doms: dict[str, libvirt.virDomain | None],
+                 views: dict[str, GuestView], pairs: list[tuple[Endpoint, Endpoint]],
+                 lonely: list[tuple[Endpoint, str]]) -> list[Check]:
+    """One ``queues`` check per NIC: pass, fail, or skip when it has no peer."""
+    checks = [skipped("queues", ep.target, reason) for ep, reason in lonely]
+    flows: dict[str, list[tuple[Endpoint, Endpoint]]] = defaultdict(list)
+    vcpus: dict[str, int] = {}
+    for a, b in pairs:
+        for src, dst in ((a, b), (b, a)):
+            if (src, dst) not in flows[src.domain]:
+                flows[src.domain].append((src, dst))
+            vcpus[src.domain] = src.vcpus
+    eps = list(dict.fromkeys(src for f in flows.values() for src, _dst in f))
+    before = interface_stats(ovs, [ep.tap for ep in eps])
+    results = dict(parallel(
+        lambda d: (d, _drive(doms.get(d), views[d], vcpus[d], flows[d])), list(flows)))
+    after, waited = _wait_ovs(ovs, before) if before else ({}, 0.0)
+    for ep in eps:
+        peers = [dst.target for src, dst in flows[ep.domain] if src == ep]
+        b0, a0 = before.get(ep.tap, {}), after.get(ep.tap, {})
+        ovs_delta = {k: a0.get(k, 0) - b0.get(k, 0) if b0 and a0 else 0
+                     for k in ("rx_packets", "tx_packets")}
+        ovs_delta["waited_s"] = round(waited, 1)
+        checks.append(_queue_check(ep, peers, views[ep.domain], results[ep.domain],
+                                   ovs_delta))
+    return sorted(checks, key=lambda c: c.target)
