@@ -38,7 +38,9 @@ image: venv
 	$(BIN)/provision image build
 
 lint: venv
-	$(BIN)/ruff check provision tests benchmarks
+	$(BIN)/ruff check provision tests benchmarks playbooks
+	PATH="$(CURDIR)/$(BIN):$$PATH" ANSIBLE_COLLECTIONS_PATH=playbooks/collections \
+	  $(BIN)/ansible-lint --offline --strict playbooks/
 
 unit: venv
 	$(BIN)/pytest -q tests/unit

@@ -69,15 +69,18 @@ def open_backends() -> Iterator[Backends]:
 
 
 def parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """Run ``fn`` over ``items`` in threads; re-raise the first failure after all finish."""
+    """Run ``fn`` over ``items`` in threads, wait for all, then raise: one failure as it is,
+    several as one OperationError naming each (so a timeout names every VM that missed it)."""
     items = list(items)
     if not items:
         return []
     with ThreadPoolExecutor(max_workers=min(32, len(items))) as pool:
         futures = [pool.submit(fn, item) for item in items]
-    errors = [f.exception() for f in futures if f.exception() is not None]
+    errors = [e for e in (f.exception() for f in futures) if e is not None]
+    if len(errors) == 1 or (errors and not all(isinstance(e, ProvisionError) for e in errors)):
+        raise errors[0]
     if errors:
-        raise errors[0]  # type: ignore[misc]
+        raise OperationError(f"{len(errors)} failures: " + "; ".join(str(e) for e in errors))
     return [f.result() for f in futures]
 
 

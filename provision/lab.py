@@ -4,13 +4,18 @@ down of a lab file, returning data. No printing here; progress goes through ``Pr
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from provision import converge, desired, image, plan, spec
 from provision.converge import Progress
+from provision.errors import OperationError
 from provision.host import lab_caps
 
 
@@ -32,29 +37,62 @@ class LabResult:
                 "seconds": round(self.seconds, 3)}
 
 
-def load(path: str | Path) -> tuple[spec.Lab, desired.DesiredLab]:
+# A lab file, or a lab already validated by ``spec.parse_lab`` (Ansible passes its `lab` var).
+LabSource = str | Path | spec.Lab
+
+
+def lab_spec(source: LabSource, host: str | None = None) -> spec.Lab:
+    """The validated lab; with ``host``, only the VMs placed on that inventory host (every
+    bridge stays: each hypervisor of a lab carries all of its bridges)."""
+    lab = source if isinstance(source, spec.Lab) else spec.load_lab(source)
+    if host is None:
+        return lab
+    return lab.model_copy(update={"vms": tuple(vm for vm in lab.vms if vm.host == host)})
+
+
+@contextlib.contextmanager
+def lab_lock(name: str) -> Iterator[None]:
+    """One writer per lab on this host: a second `up` or `down` of the same lab fails fast."""
+    rundir = os.environ.get("VIRTIO_LAB_RUNDIR", "/run/virtio-lab")
+    os.makedirs(rundir, exist_ok=True)
+    with open(os.path.join(rundir, f"lab-{name}.lock"), "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OperationError(
+                f"lab {name}: another `provision up` or `down` of this lab is running; "
+                "wait for it to finish"
+            ) from None
+        yield
+
+
+def load(path: LabSource, host: str | None = None) -> tuple[spec.Lab, desired.DesiredLab]:
     """Validate the lab file and resolve it against this host; touches nothing."""
-    lab = spec.load_lab(path)
+    lab = lab_spec(path, host)
     img = image.load_image(lab.vms[0].image if lab.vms else "tiny")
     return lab, desired.desired_state(lab, lab_caps(), img)
 
 
-def plan_lab(path: str | Path) -> LabResult:
+def plan_lab(path: LabSource, host: str | None = None) -> LabResult:
     """The changes `up` would make; nothing on the host changes."""
     t0 = time.monotonic()
-    _lab, want = load(path)
+    _lab, want = load(path, host)
     with converge.open_backends() as b:
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
     return LabResult(want.lab, p, not p.in_sync, want.datapath, want.domain_type,
                      seconds=time.monotonic() - t0)
 
 
-def up_lab(path: str | Path, progress: Progress | None = None, agent_timeout: float = 300.0,
-           on_plan: Any = None) -> LabResult:
-    """Converge the host to the lab; an empty plan changes nothing and says so."""
+def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: float = 300.0,
+           on_plan: Any = None, host: str | None = None) -> LabResult:
+    """Converge the host to the lab; an empty plan changes nothing and says so.
+
+    With ``host``, the lab's VMs placed elsewhere are left out, so owned ones found here are
+    removed (a VM moved to another hypervisor leaves this one).
+    """
     t0 = time.monotonic()
-    _lab, want = load(path)
-    with converge.open_backends() as b:
+    _lab, want = load(path, host)
+    with lab_lock(want.lab), converge.open_backends() as b:
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
         result = LabResult(want.lab, p, not p.in_sync, want.datapath, want.domain_type)
         if not p.in_sync:
@@ -66,12 +104,12 @@ def up_lab(path: str | Path, progress: Progress | None = None, agent_timeout: fl
     return result
 
 
-def down_lab(path: str | Path, progress: Progress | None = None, check: bool = False,
+def down_lab(path: LabSource, progress: Progress | None = None, check: bool = False,
              on_plan: Any = None) -> LabResult:
     """Remove every object the lab owns (found by ownership tags), and nothing else."""
     t0 = time.monotonic()
-    lab = spec.load_lab(path)
-    with converge.open_backends() as b:
+    lab = lab_spec(path)
+    with lab_lock(lab.name), converge.open_backends() as b:
         p = plan.plan_teardown(converge.observe_lab(b, lab.name, guests=False))
         if not p.in_sync and not check:
             if on_plan is not None:

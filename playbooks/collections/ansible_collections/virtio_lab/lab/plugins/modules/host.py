@@ -1,0 +1,212 @@
+"""virtio_lab.lab.host: prepare a hypervisor for labs (an adapter over ``provision.hostprep``,
+``provision.host`` and ``provision.image``)."""
+
+# ruff: noqa: E402  (Ansible's layout: DOCUMENTATION, EXAMPLES, RETURN come before the imports)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: host
+short_description: Prepare a hypervisor for virtio-lab labs (packages, daemons, embedded guest)
+version_added: "0.1.0"
+description:
+  - Installs the missing Debian packages, loads the openvswitch and vhost_net kernel modules
+    when the kernel has them, starts ovsdb-server, ovs-vswitchd, virtlogd and libvirtd when they
+    are not running (through systemd when it is PID 1, directly otherwise), and builds the
+    embedded default guest (the C(tiny) image) unless the cache holds a build of the same inputs.
+  - The same code as C(provision host prepare) and C(provision image build). A running daemon is
+    never restarted, so a second run reports no change.
+options:
+  install:
+    description:
+      - Install missing Debian packages with apt-get. When false, missing packages fail the
+        task (exit code 4) and name the packages.
+    type: bool
+    default: true
+  image:
+    description:
+      - Build the embedded default guest when it is missing or its inputs changed (the host's
+        kernel, busybox, qemu-ga, the init script).
+    type: bool
+    default: true
+  smoke_test:
+    description:
+      - After the daemons answer, start and destroy a transient QEMU domain with a 4-queue NIC on
+        a multi_queue tap, to prove libvirtd can run lab domains. Not a change of the host.
+      - Skipped in check mode.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    description:
+      - Reports what is missing (packages, kernel modules, daemons, guest image) and would be
+        installed, loaded, started or built, without changing anything.
+  diff_mode:
+    support: none
+requirements:
+  - The C(provision) library (virtio-lab), importable by the module's Python.
+  - Debian 12 (apt-get), root.
+notes:
+  - The guest image cache is C($VIRTIO_LAB_CACHE), else C(/var/cache/virtio-lab/images); set it
+    with the task's C(environment) keyword or in the controller's environment for local runs.
+  - Failures carry C(exit_code), 1 operation failed, 4 host not capable or a daemon did not start.
+seealso:
+  - module: virtio_lab.lab.lab
+author:
+  - virtio-lab developers
+"""
+
+EXAMPLES = r"""
+- name: Prepare the hypervisor and build the embedded guest
+  virtio_lab.lab.host:
+
+- name: What is missing? (touches nothing)
+  virtio_lab.lab.host:
+  check_mode: true
+  register: missing
+
+- name: Only start daemons; fail if packages are missing
+  virtio_lab.lab.host:
+    install: false
+    image: false
+"""
+
+RETURN = r"""
+changed:
+  description:
+    - True when a package was installed, a module loaded, a daemon started or the guest built
+      (in check mode, when a real run would do one of these).
+  returned: always
+  type: bool
+actions:
+  description: What was done (check mode, what would be done), one line each.
+  returned: always
+  type: list
+  elements: str
+  sample: ["started ovsdb-server (ovs-ctl ...)", "built image tiny"]
+missing_packages:
+  description: Debian packages that were missing before the task.
+  returned: always
+  type: list
+  elements: str
+daemons:
+  description: Daemon name to running, as observed before the task.
+  returned: always
+  type: dict
+  sample: {libvirtd: true, ovs-vswitchd: true, ovsdb-server: true, virtlogd: true}
+image:
+  description: The embedded guest, when O(image=true) and not in check mode.
+  returned: when built or found current
+  type: dict
+  contains:
+    name: {description: Image name, type: str, sample: tiny}
+    built: {description: True when built by this task, type: bool}
+    content_hash: {description: sha256 of kernel and initrd, type: str}
+    kernel_version: {description: The guest kernel, type: str}
+    path: {description: The build directory in the cache, type: str}
+caps:
+  description:
+    - What this host can do after the task, as C(provision host check --json) reports it (the KVM
+      answer is the one lab commands use, probed once per boot and QEMU build).
+  returned: always
+  type: dict
+"""
+
+from pathlib import Path
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.virtio_lab.lab.plugins.module_utils.provision_common import (
+    jsonable,
+    require_provision,
+    run_or_fail,
+)
+
+
+def would_do(install: bool, image: bool, caps: Any) -> list[str]:
+    """What a real run would do, from observation only (check mode)."""
+    from provision import hostprep
+    from provision import image as guest_image
+    from provision.errors import HostError
+    from provision.host import module_loadable
+
+    actions = []
+    missing = list(caps.missing_packages)
+    if missing:
+        if not install:
+            raise HostError(f"missing Debian packages: {' '.join(missing)}; set install: true")
+        actions.append(f"install packages: {' '.join(missing)}")
+    for name in hostprep.KERNEL_MODULES:
+        if not Path(f"/sys/module/{name}").exists() and module_loadable(name):
+            actions.append(f"load kernel module {name}")
+    actions += [f"start {d}" for d in hostprep.DAEMON_ORDER if not caps.daemons.get(d)]
+    if image:
+        try:
+            current = guest_image.image_current("tiny")
+        except HostError:  # an input (kernel, busybox, qemu-ga) is missing until packages land
+            current = False
+        if not current:
+            actions.append("build image tiny")
+    return actions
+
+
+def prepare(install: bool, image: bool, smoke_test: bool) -> tuple[list[str], dict[str, Any]]:
+    from provision import hostprep
+    from provision import image as guest_image
+
+    actions = list(hostprep.prepare_host(install=install, smoke_test=smoke_test).actions)
+    facts: dict[str, Any] = {}
+    if image:
+        img, built = guest_image.build_image("tiny")
+        if built:
+            actions.append(f"built image tiny ({img.content_hash[:16]})")
+        facts = {"name": img.name, "built": built, "content_hash": img.content_hash,
+                 "kernel_version": img.kernel_version, "path": str(img.initrd.parent)}  # fmt: skip
+    return actions, facts
+
+
+def host_caps(probe: Any = None) -> dict[str, Any]:
+    """``provision host check --json``, with the KVM answer lab commands use (cached per boot)."""
+    from dataclasses import replace
+
+    from provision.host import kvm_probe_cached, probe_host
+
+    usable, reason = kvm_probe_cached()
+    return replace(probe or probe_host(kvm_probe_timeout=0), kvm_usable=usable,
+                   kvm_reason=reason).to_dict()  # fmt: skip
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "install": {"type": "bool", "default": True},
+            "image": {"type": "bool", "default": True},
+            "smoke_test": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+    )
+    require_provision(module)
+    from provision.host import probe_host
+
+    p = module.params
+    before = run_or_fail(module, probe_host, kvm_probe_timeout=0)
+    out: dict[str, Any] = {
+        "missing_packages": list(before.missing_packages),
+        "daemons": dict(before.daemons),
+    }
+    if module.check_mode:
+        actions = run_or_fail(module, would_do, p["install"], p["image"], before)
+        caps = run_or_fail(module, host_caps, before)
+    else:
+        actions, out["image"] = run_or_fail(module, prepare, p["install"], p["image"],
+                                            p["smoke_test"])  # fmt: skip
+        caps = run_or_fail(module, host_caps, None if actions else before)
+        if not out["image"]:
+            del out["image"]
+    module.exit_json(changed=bool(actions), actions=actions, caps=jsonable(caps), **out)
+
+
+if __name__ == "__main__":
+    main()
