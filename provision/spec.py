@@ -120,7 +120,7 @@ class VmSpec(_Strict):
             raise _PathError(
                 "nics",
                 f"needs {vectors} MSI-X vectors, more than {self.vcpus} vCPUs can serve; "
-                "lower queues"
+                "lower queues",
             )
         return self
 
