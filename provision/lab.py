@@ -109,7 +109,8 @@ def down_lab(path: LabSource, progress: Progress | None = None, check: bool = Fa
     """Remove every object the lab owns (found by ownership tags), and nothing else."""
     t0 = time.monotonic()
     lab = lab_spec(path)
-    with lab_lock(lab.name), converge.open_backends() as b:
+    lock = contextlib.nullcontext() if check else lab_lock(lab.name)
+    with lock, converge.open_backends() as b:
         p = plan.plan_teardown(converge.observe_lab(b, lab.name, guests=False))
         if not p.in_sync and not check:
             if on_plan is not None:
