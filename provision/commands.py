@@ -59,11 +59,9 @@ def host_prepare(args: argparse.Namespace) -> int:
     result = prepare_host(log=log, install=not args.no_install)
     if args.json:
         _emit_json({"actions": result.actions, "changed": bool(result.actions)})
-    elif result.actions:
-        for action in result.actions:
-            out.print(f"- {action}")
-    else:
-        out.print("host ready: nothing to do")
+    else:  # each action was logged as it happened
+        n = len(result.actions)
+        out.print(f"host ready: {n} action(s) taken" if n else "host ready: nothing to do")
     return 0
 
 
