@@ -90,27 +90,20 @@ def _owned_by(owner: dict[str, str] | str | None, lab: str) -> bool:
 
 def _check_conflicts(desired: DesiredLab, observed: ObservedLab) -> None:
     lab = desired.lab
-    for tap in desired.taps:
-        seen = observed.taps.get(tap.name)
-        if seen is not None and not _owned_by(seen.owner, lab):
-            raise ConflictError(
-                f"tap {tap.name}: an interface with this name exists and lab {lab} does not own"
-                " it; remove or rename it (virtio-lab never touches what it does not own)"
-            )
-    for port in desired.ports:
-        seen_port = observed.ports.get(port.name)
-        if seen_port is not None and not _owned_by(seen_port.owner, lab):
-            raise ConflictError(
-                f"OVS port {port.name} on {seen_port.bridge}: exists and lab {lab} does not own"
-                " it; remove or rename it"
-            )
-    for dom in desired.domains:
-        seen_dom = observed.domains.get(dom.name)
-        if seen_dom is not None and not _owned_by(seen_dom.owner, lab):
-            raise ConflictError(
-                f"domain {dom.name}: exists and lab {lab} does not own it; undefine or rename"
-                " it, or rename the VM or lab"
-            )
+    kinds: tuple[tuple[str, tuple[Any, ...], dict[str, Any], str], ...] = (
+        ("tap", desired.taps, observed.taps, "remove or rename the interface"),
+        ("OVS port", desired.ports, observed.ports, "remove or rename the port"),
+        ("domain", desired.domains, observed.domains,
+         "undefine or rename it, or rename the VM or the lab"),
+    )
+    for kind, wanted, seen_by_name, fix in kinds:
+        for obj in wanted:
+            seen = seen_by_name.get(obj.name)
+            if seen is not None and not _owned_by(seen.owner, lab):
+                raise ConflictError(
+                    f"{kind} {obj.name}: exists and lab {lab} does not own it; {fix} "
+                    "(virtio-lab never touches what it does not own)"
+                )
 
 
 def _plan_taps(desired: DesiredLab, observed: ObservedLab, plan: Plan) -> set[str]:

@@ -133,8 +133,8 @@ def test_foreign_bridge_is_used_not_changed(want: DesiredLab) -> None:
     plan = plan_changes(want, seen)
     assert plan.in_sync
     assert any("not the lab's" in n for n in plan.notes)
-    assert not plan_teardown(seen).by_phase("ovs") or all(
-        c.kind == "port" for c in plan_teardown(seen).by_phase("ovs"))
+    down = {(c.kind, c.target) for c in plan_teardown(seen).by_phase("ovs")}
+    assert down == {("port", "ut-vm1-0"), ("port", "ut-vm2-0")}, "the user's bridge stays"
 
 
 def test_teardown_removes_only_owned_objects(want: DesiredLab) -> None:
