@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         _add_lab(p)
         _add_json(p)
+        if name in ("plan", "up"):
+            p.add_argument("--host", metavar="NAME",
+                           help="place only the VMs whose `host:` is NAME (default: all VMs)")
         if name == "up":
             p.add_argument(
                 "--timeout",

@@ -133,7 +133,7 @@ def _print_plan(p: plan.Plan, as_json: bool, extra: dict | None = None) -> None:
 
 
 def plan_cmd(args: argparse.Namespace) -> int:
-    result = lab.plan_lab(args.lab)
+    result = lab.plan_lab(args.lab, args.host)
     _print_plan(result.plan, args.json, {"datapath": result.datapath})
     return 0 if result.plan.in_sync else 2
 
@@ -144,7 +144,8 @@ def up(args: argparse.Namespace) -> int:
             _print_plan(p, False)
 
     with RichProgress(err, enabled=not args.json) as progress:
-        result = lab.up_lab(args.lab, progress, agent_timeout=args.timeout, on_plan=show)
+        result = lab.up_lab(args.lab, progress, agent_timeout=args.timeout, on_plan=show,
+                            host=args.host)
     if args.json:
         _emit_json(result.to_dict())
     elif not result.changed:
