@@ -12,7 +12,6 @@ import dataclasses
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import libvirt
 
@@ -21,6 +20,7 @@ from provision.converge import Backends, NoProgress, Progress, observe_lab, open
 from provision.desired import DesiredLab, desired_state
 from provision.errors import HostError
 from provision.host import HostCaps, lab_caps
+from provision.lab import LabSource, lab_spec
 from provision.observed import ObservedLab
 from provision.verify import guest, host_checks, matrix, parse, qemu, tcp, traffic
 from provision.verify.matrix import Endpoint
@@ -39,11 +39,11 @@ class VmState:
     checks: list[Check] = field(default_factory=list)
 
 
-def load_for_verify(path: str | Path) -> tuple[spec.Lab, DesiredLab, HostCaps]:
+def load_for_verify(path: LabSource) -> tuple[spec.Lab, DesiredLab, HostCaps]:
     """The lab and what ``up`` would have made of it. Where the lab asks for what this host
     lacks (vhost-net, the OVS kernel datapath), the desired state is still rendered as asked,
     so that the QEMU and OVS hops report the fallback instead of verify refusing to look."""
-    lab = spec.load_lab(path)
+    lab = lab_spec(path)
     caps = lab_caps()
     render_caps = caps
     if lab.datapath == "vhost-net" and not caps.vhost_net:
@@ -54,7 +54,7 @@ def load_for_verify(path: str | Path) -> tuple[spec.Lab, DesiredLab, HostCaps]:
     return lab, desired_state(lab, render_caps, img), caps
 
 
-def _require_lab(observed: ObservedLab, lab: str, path: str | Path) -> None:
+def _require_lab(observed: ObservedLab, lab: str, path: LabSource) -> None:
     owned = (
         any((d.owner or {}).get("lab") == lab for d in observed.domains.values())
         or any(p.owner == lab for p in observed.ports.values())
@@ -63,7 +63,11 @@ def _require_lab(observed: ObservedLab, lab: str, path: str | Path) -> None:
     )
     if not owned:
         raise HostError(f"lab {lab} is not on this host: no domain, tap, OVS port or bridge "
-                        f"of it exists; run `provision up {path}` first")
+                        f"of it exists; run `provision up {_file_name(path)}` first")
+
+
+def _file_name(path: LabSource) -> str:
+    return "LAB" if isinstance(path, spec.Lab) else str(path)
 
 
 def _vm_phase(b: Backends, lab: spec.Lab, want: DesiredLab, vm: spec.VmSpec,
@@ -126,9 +130,10 @@ def _traffic_checks(b: Backends, eps: list[Endpoint], states: dict[str, VmState]
     return checks
 
 
-def verify_lab(path: str | Path, progress: Progress | None = None,
+def verify_lab(path: LabSource, progress: Progress | None = None,
                perf: bool = False) -> VerifyReport:
-    """Every check of the lab in ``path``; HostError (exit 4) when the lab is not here."""
+    """Every check of the lab (a lab file or a ``Lab``); HostError (exit 4) when the lab is
+    not here."""
     t0 = time.monotonic()
     progress = progress or NoProgress()
     lab, want, caps = load_for_verify(path)

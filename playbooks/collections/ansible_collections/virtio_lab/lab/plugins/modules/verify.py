@@ -149,12 +149,8 @@ failed_checks:
   elements: dict
 """
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import yaml
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.virtio_lab.lab.plugins.module_utils.provision_common import (
     LAB_SOURCE_OPTIONS,
@@ -168,20 +164,9 @@ from ansible_collections.virtio_lab.lab.plugins.module_utils.provision_common im
 
 def run_verifier(source: Any, host: str | None, perf: bool) -> Any:
     """The verifier's report for the lab's VMs on this host (a ``VerifyReport``)."""
-    from provision import lab, spec, verify
+    from provision import lab, verify
 
-    wanted = lab.lab_spec(source, host)
-    if isinstance(source, (str, Path)) and wanted == spec.load_lab(source):
-        return verify.verify_lab(source, perf=perf)
-    # verify_lab() reads a lab file: hand it the lab this host carries, as one.
-    doc = {"all": {"vars": {"lab": wanted.model_dump(mode="json")}}}
-    fd, path = tempfile.mkstemp(prefix=f"virtio-lab-{wanted.name}-", suffix=".yml")
-    try:
-        with os.fdopen(fd, "w") as out:
-            yaml.safe_dump(doc, out, sort_keys=False)
-        return verify.verify_lab(path, perf=perf)
-    finally:
-        os.unlink(path)
+    return verify.verify_lab(lab.lab_spec(source, host), perf=perf)
 
 
 def main() -> None:
