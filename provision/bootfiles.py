@@ -20,11 +20,12 @@ FIXED_MTIME = 0  # every cpio entry's mtime: the archive is byte-for-byte reprod
 _XEN_ELFNOTE_PHYS32_ENTRY = 18
 
 
-def run_bytes(argv: list[str], data: bytes) -> bytes:
+def run_bytes(argv: list[str], data: bytes | None = None) -> bytes:
+    """Run a host program (argument list, no shell); typed errors naming it."""
     try:
         return subprocess.run(argv, input=data, check=True, capture_output=True).stdout
     except FileNotFoundError:
-        raise HostError(f"{argv[0]} not found: install it to unpack the kernel") from None
+        raise HostError(f"{argv[0]} not found: install it (`provision host prepare`)") from None
     except subprocess.CalledProcessError as exc:
         raise OperationError(f"{' '.join(argv)} failed: {exc.stderr.decode().strip()}") from None
 

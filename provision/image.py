@@ -46,7 +46,7 @@ from importlib import resources
 from pathlib import Path
 
 from provision import bootfiles
-from provision.errors import HostError, OperationError, SpecError
+from provision.errors import HostError, SpecError
 
 BUILDER_VERSION = 1
 IMAGE_NAMES = ("tiny",)
@@ -307,12 +307,7 @@ def _busybox_applets(busybox: Path) -> tuple[str, ...]:
 
 
 def _run(argv: list[str]) -> str:
-    try:
-        return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-    except FileNotFoundError:
-        raise HostError(f"{argv[0]} not found: install it (`provision host prepare`)") from None
-    except subprocess.CalledProcessError as exc:
-        raise OperationError(f"{' '.join(argv)} failed: {exc.stderr.strip()}") from None
+    return bootfiles.run_bytes(argv).decode()
 
 
 def _input_key(inputs: _Inputs) -> str:
