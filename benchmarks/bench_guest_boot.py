@@ -28,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from provision import bootfiles, image
+from provision.image import bootfiles
+from provision.image import build as image
 
 TAP = "vlbench0"
 MAC = "52:54:00:be:0c:01"

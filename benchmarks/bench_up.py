@@ -32,11 +32,12 @@ from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl
 from pyroute2 import IPRoute
 
-from provision import converge, plan
-from provision.desired import DesiredLab, desired_state
-from provision.host import lab_caps
-from provision.image import load_image
-from provision.spec import parse_lab
+from provision.core import plan
+from provision.core.desired import DesiredLab, desired_state
+from provision.core.spec import parse_lab
+from provision.engine import converge
+from provision.host.probe import lab_caps
+from provision.image.build import load_image
 
 OVSDB = "unix:/var/run/openvswitch/db.sock"
 OVSDB_FILE = Path("/etc/openvswitch/conf.db")

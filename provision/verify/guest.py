@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import libvirt
 
-from provision import agent
-from provision.observed import ObservedGuestNic
+from provision.backends import agent
+from provision.core.observed import ObservedGuestNic
 from provision.verify import parse
 from provision.verify.matrix import Endpoint, pair_target, same_subnet
 from provision.verify.model import Check, skipped, verdict

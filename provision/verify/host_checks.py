@@ -8,10 +8,11 @@ from typing import Any
 
 import libvirt
 
-from provision import domxml, virt
-from provision.desired import OWNER_LAB, OWNER_NIC, OWNER_VM, DesiredDomain, DesiredLab
-from provision.observed import ObservedLab
-from provision.ovs import Ovs
+from provision.backends import virt
+from provision.backends.ovs import Ovs
+from provision.core import domxml
+from provision.core.desired import OWNER_LAB, OWNER_NIC, OWNER_VM, DesiredDomain, DesiredLab
+from provision.core.observed import ObservedLab
 from provision.verify.matrix import Endpoint
 from provision.verify.model import Check, verdict
 

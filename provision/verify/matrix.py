@@ -13,7 +13,7 @@ import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass
 
-from provision.spec import Lab, domain_name, nic_mac, nic_queues, tap_name
+from provision.core.spec import Lab, domain_name, nic_mac, nic_queues, tap_name
 
 
 @dataclass(frozen=True)

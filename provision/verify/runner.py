@@ -15,13 +15,22 @@ from dataclasses import dataclass, field
 
 import libvirt
 
-from provision import image, spec, virt
-from provision.converge import Backends, NoProgress, Progress, observe_lab, open_backends, parallel
-from provision.desired import DesiredLab, desired_state
+from provision.backends import virt
+from provision.core import spec
+from provision.core.desired import DesiredLab, desired_state
+from provision.core.observed import ObservedLab
+from provision.engine.converge import (
+    Backends,
+    NoProgress,
+    Progress,
+    observe_lab,
+    open_backends,
+    parallel,
+)
+from provision.engine.lab import LabSource, lab_spec
 from provision.errors import HostError
-from provision.host import HostCaps, lab_caps
-from provision.lab import LabSource, lab_spec
-from provision.observed import ObservedLab
+from provision.host.probe import HostCaps, lab_caps
+from provision.image import build as image
 from provision.verify import guest, host_checks, matrix, parse, qemu, tcp, traffic
 from provision.verify.matrix import Endpoint
 from provision.verify.model import Check, VerifyReport, hop_order, skipped

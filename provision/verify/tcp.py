@@ -14,7 +14,7 @@ from typing import Any
 
 import libvirt
 
-from provision import agent
+from provision.backends import agent
 from provision.verify import parse
 from provision.verify.guest import GuestView, run_sh
 from provision.verify.matrix import Endpoint, pair_target

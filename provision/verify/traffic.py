@@ -16,9 +16,9 @@ from typing import Any
 
 import libvirt
 
-from provision import agent
-from provision.converge import parallel
-from provision.ovs import Ovs
+from provision.backends import agent
+from provision.backends.ovs import Ovs
+from provision.engine.converge import parallel
 from provision.verify import parse
 from provision.verify.guest import GuestView, run_sh
 from provision.verify.host_checks import interface_stats

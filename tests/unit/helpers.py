@@ -6,9 +6,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from provision.host import HostCaps
-from provision.image import GuestImage
-from provision.spec import Lab, parse_lab
+from provision.core.spec import Lab, parse_lab
+from provision.host.probe import HostCaps
+from provision.image.build import GuestImage
 
 IMAGE = GuestImage(
     name="tiny",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from provision.agent import parse_nic_report
+from provision.backends.agent import parse_nic_report
 
 REPORT = """\
 nic eth0 52:54:00:E4:45:7A up 0x1003 virtio_net

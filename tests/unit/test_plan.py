@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from provision import domxml
-from provision.desired import OWNER_LAB, DesiredLab, desired_state, parse_tap_alias
-from provision.observed import (
+from provision.core import domxml
+from provision.core.desired import OWNER_LAB, DesiredLab, desired_state, parse_tap_alias
+from provision.core.observed import (
     ObservedBridge,
     ObservedDomain,
     ObservedGuestNic,
@@ -14,7 +14,7 @@ from provision.observed import (
     ObservedPort,
     ObservedTap,
 )
-from provision.plan import ConflictError, plan_changes, plan_teardown
+from provision.core.plan import ConflictError, plan_changes, plan_teardown
 
 from .helpers import IMAGE, caps, lab
 
@@ -87,7 +87,7 @@ def test_changed_spec_replaces_the_domain(want: DesiredLab) -> None:
     seen = in_sync(want)
     data = lab().model_dump(mode="json")
     data["vms"][0]["nics"][0]["queues"] = 2
-    from provision.spec import parse_lab
+    from provision.core.spec import parse_lab
 
     new = desired_state(parse_lab(data), caps(), IMAGE)
     plan = plan_changes(new, seen)

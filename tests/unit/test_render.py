@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from provision import domxml
-from provision.desired import desired_state
+from provision.core import domxml
+from provision.core.desired import desired_state
+from provision.core.spec import parse_lab
 from provision.errors import HostError
-from provision.spec import parse_lab
 
 from .helpers import IMAGE, caps, lab, lab_data
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from provision.core.spec import load_lab, nic_mac, parse_lab, tap_name
 from provision.errors import SpecError
-from provision.spec import load_lab, nic_mac, parse_lab, tap_name
 
 from .helpers import lab, lab_data
 

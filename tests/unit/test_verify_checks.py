@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from provision.observed import ObservedGuestNic, ObservedLab, ObservedPort, ObservedTap
+from provision.core.observed import ObservedGuestNic, ObservedLab, ObservedPort, ObservedTap
 from provision.verify import guest, host_checks, matrix, qemu
 from provision.verify.model import FAIL, PASS, SKIP
 

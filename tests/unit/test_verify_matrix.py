@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from provision.spec import parse_lab
+from provision.core.spec import parse_lab
 from provision.verify import matrix
 
 

@@ -60,8 +60,7 @@ def lab_source(module: AnsibleModule) -> Any:
 
     A bad spec raises SpecError (exit 3) naming the key path, before anything is touched.
     """
-    from provision import spec
-
+    from provision.core import spec
     if module.params["spec"] is not None:
         return spec.parse_lab(module.params["spec"])
     return module.params["path"]

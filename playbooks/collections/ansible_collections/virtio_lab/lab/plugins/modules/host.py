@@ -1,4 +1,4 @@
-"""virtio_lab.lab.host: prepare a hypervisor for labs (an adapter over ``provision.hostprep``,
+"""virtio_lab.lab.host: prepare a hypervisor for labs (an adapter over ``provision.host.prepare``,
 ``provision.host`` and ``provision.image``)."""
 
 # ruff: noqa: E402  (Ansible's layout: DOCUMENTATION, EXAMPLES, RETURN come before the imports)
@@ -127,10 +127,10 @@ from ansible_collections.virtio_lab.lab.plugins.module_utils.provision_common im
 
 def would_do(install: bool, image: bool, caps: Any) -> list[str]:
     """What a real run would do, from observation only (check mode)."""
-    from provision import hostprep
-    from provision import image as guest_image
     from provision.errors import HostError
-    from provision.host import module_loadable
+    from provision.host import prepare as hostprep
+    from provision.host.probe import module_loadable
+    from provision.image import build as guest_image
 
     actions = []
     missing = list(caps.missing_packages)
@@ -153,9 +153,8 @@ def would_do(install: bool, image: bool, caps: Any) -> list[str]:
 
 
 def prepare(install: bool, image: bool, smoke_test: bool) -> tuple[list[str], dict[str, Any]]:
-    from provision import hostprep
-    from provision import image as guest_image
-
+    from provision.host import prepare as hostprep
+    from provision.image import build as guest_image
     actions = list(hostprep.prepare_host(install=install, smoke_test=smoke_test).actions)
     facts: dict[str, Any] = {}
     if image:
@@ -171,7 +170,7 @@ def host_caps(probe: Any = None) -> dict[str, Any]:
     """``provision host check --json``, with the KVM answer lab commands use (cached per boot)."""
     from dataclasses import replace
 
-    from provision.host import kvm_probe_cached, probe_host
+    from provision.host.probe import kvm_probe_cached, probe_host
 
     usable, reason = kvm_probe_cached()
     return replace(probe or probe_host(kvm_probe_timeout=0), kvm_usable=usable,
@@ -188,7 +187,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     require_provision(module)
-    from provision.host import probe_host
+    from provision.host.probe import probe_host
 
     p = module.params
     before = run_or_fail(module, probe_host, kvm_probe_timeout=0)

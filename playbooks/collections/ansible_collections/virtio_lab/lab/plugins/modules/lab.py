@@ -217,8 +217,7 @@ def main() -> None:
         **LAB_SOURCE_RULES,
     )
     require_provision(module)
-    from provision import lab
-
+    from provision.engine import lab
     p = module.params
     present = p["state"] == "present"
     # Filtered once here, so `vms` reports exactly what the library was given.

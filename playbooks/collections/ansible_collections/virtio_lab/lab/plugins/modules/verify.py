@@ -164,8 +164,8 @@ from ansible_collections.virtio_lab.lab.plugins.module_utils.provision_common im
 
 def run_verifier(source: Any, host: str | None, perf: bool) -> Any:
     """The verifier's report for the lab's VMs on this host (a ``VerifyReport``)."""
-    from provision import lab, verify
-
+    from provision import verify
+    from provision.engine import lab
     return verify.verify_lab(lab.lab_spec(source, host), perf=perf)
 
 

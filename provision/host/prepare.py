@@ -7,7 +7,7 @@ running (through systemd when it is PID 1, directly otherwise). It never restart
 daemon, so a second run reports no actions. It ends by proving that libvirtd can start a
 QEMU domain whose multiqueue virtio-net NIC opens a pre-created multi_queue tap.
 
-Observation (what is installed, what runs) lives in `provision.host`.
+Observation (what is installed, what runs) lives in `provision.host.probe`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provision.errors import HostError, OperationError
-from provision.host import (
+from provision.host.probe import (
     DAEMON_PIDFILES,
     LIBVIRT_SOCK,
     OVS_RUNDIR,

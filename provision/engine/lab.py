@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provision import converge, desired, image, plan, spec
-from provision.converge import Progress
+from provision.core import desired, plan, spec
+from provision.engine import converge
+from provision.engine.converge import Progress
 from provision.errors import OperationError
-from provision.host import lab_caps
+from provision.host.probe import lab_caps
+from provision.image import build as image
 
 
 @dataclass

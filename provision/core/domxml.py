@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from provision.render import OWNER_NS
+from provision.core.render import OWNER_NS
 
 _UNITS = {
     "b": 1 / 1024,

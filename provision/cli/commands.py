@@ -10,9 +10,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from provision import converge, image, lab, plan, spec
-from provision.host import probe_host
-from provision.progress import RichProgress
+from provision.cli.progress import RichProgress
+from provision.core import plan, spec
+from provision.engine import converge, lab
+from provision.host.probe import probe_host
+from provision.image import build as image
 
 # Piped output keeps whole rows: a table cut at 80 columns helps no script or log reader.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -53,7 +55,7 @@ def _yesno(ok: bool, reason: str) -> str:
 
 
 def host_prepare(args: argparse.Namespace) -> int:
-    from provision.hostprep import prepare_host
+    from provision.host.prepare import prepare_host
 
     log = (lambda s: None) if args.json else (lambda s: err.print(f"[dim]{s}[/]"))
     result = prepare_host(log=log, install=not args.no_install)
@@ -176,7 +178,7 @@ def down(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    from provision.status import lab_status, print_status
+    from provision.cli.status import lab_status, print_status
 
     with converge.open_backends() as b:
         data = lab_status(b, spec.load_lab(args.lab))

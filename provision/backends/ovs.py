@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from provision.desired import OWNER_LAB, DesiredLab
+from provision.core.desired import OWNER_LAB, DesiredLab
+from provision.core.observed import ObservedBridge, ObservedPort
+from provision.core.plan import Change
 from provision.errors import HostError, OperationError
-from provision.observed import ObservedBridge, ObservedPort
-from provision.plan import Change
 
 DEFAULT_DB = "unix:/var/run/openvswitch/db.sock"
 TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")

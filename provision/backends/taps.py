@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from provision.desired import DesiredTap, parse_tap_alias
+from provision.core.desired import DesiredTap, parse_tap_alias
+from provision.core.observed import ObservedTap
 from provision.errors import OperationError
-from provision.observed import ObservedTap
 
 IFF_UP = 0x1
 

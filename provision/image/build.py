@@ -2,7 +2,7 @@
 
 This module owns the guest image cache: finding the host's packaged kernel, the virtio
 modules it needs, busybox-static, qemu-ga, ethtool and iperf3 (with the libraries ``ldd``
-lists); packing them with ``provision/guest/init`` into a reproducible newc initramfs;
+lists); packing them with ``provision/image/init`` into a reproducible newc initramfs;
 and the kernel command line the guest boots with (``guest_cmdline``).
 
 Cache layout, under ``default_cache_dir()``::
@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from provision import bootfiles
 from provision.errors import HostError, SpecError
+from provision.image import bootfiles
 
 BUILDER_VERSION = 1
 IMAGE_NAMES = ("tiny",)
@@ -196,7 +196,7 @@ def _gather_inputs() -> _Inputs:
         files[f"{guest_dir}/{program}"] = binary
         for library in _shared_libraries(binary):
             files.setdefault(str(library).lstrip("/"), library)
-    init_script = resources.files("provision").joinpath("guest").joinpath("init").read_bytes()
+    init_script = resources.files("provision.image").joinpath("init").read_bytes()
     applets = _busybox_applets(busybox)
     cmdline = _kernel_cmdline(version)
     return _Inputs(version, kernel, cmdline, tuple(modules), files, applets, init_script)

@@ -12,9 +12,9 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
-from provision.desired import GuestNic
+from provision.core.desired import GuestNic
+from provision.core.observed import ObservedGuestNic
 from provision.errors import OperationError
-from provision.observed import ObservedGuestNic
 
 # One round trip reads every NIC: name, MAC, operstate, driver, channels, IPv4 addresses.
 # Constant text run by the guest's own shell; nothing from the spec is interpolated.

@@ -14,12 +14,12 @@ from typing import Any, Protocol, TypeVar
 
 import libvirt
 
-from provision import agent, taps, virt
-from provision.desired import DesiredLab
+from provision.backends import agent, taps, virt
+from provision.backends.ovs import Ovs
+from provision.core.desired import DesiredLab
+from provision.core.observed import ObservedGuestNic, ObservedLab
+from provision.core.plan import Change, Plan
 from provision.errors import OperationError, ProvisionError
-from provision.observed import ObservedGuestNic, ObservedLab
-from provision.ovs import Ovs
-from provision.plan import Change, Plan
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -29,8 +29,7 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from provision import commands as c
-
+    from provision.cli import commands as c
     parser = _Parser(
         prog="provision",
         description="virtio-lab: stand up multiqueue virtio-net labs on Open vSwitch and "

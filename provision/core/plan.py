@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from provision import domxml
-from provision.desired import DesiredLab, DesiredPort
+from provision.core import domxml
+from provision.core.desired import DesiredLab, DesiredPort
+from provision.core.observed import ObservedLab, ObservedPort
 from provision.errors import OperationError
-from provision.observed import ObservedLab, ObservedPort
 
 # Apply order. Removals run first for domains (they hold taps) and last for taps.
 PHASES = ("domains-remove", "taps", "ovs", "taps-remove", "domains", "guests")

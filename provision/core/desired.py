@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from provision import render
+from provision.core import render
+from provision.core.spec import Lab, VmSpec, domain_name, nic_mac, nic_queues, spec_hash, tap_name
 from provision.errors import HostError
-from provision.host import HostCaps
-from provision.image import GuestImage, guest_cmdline
-from provision.spec import Lab, VmSpec, domain_name, nic_mac, nic_queues, spec_hash, tap_name
+from provision.host.probe import HostCaps
+from provision.image.build import GuestImage, guest_cmdline
 
 # external_ids keys on OVS rows, and the prefix of a tap's ifalias.
 OWNER_LAB = "virtio-lab-lab"

@@ -4,7 +4,7 @@ This module owns `HostCaps` and every observation that fills it: whether KVM can
 a guest (decided by booting one, not by the device's existence), whether /dev/vhost-net
 opens, whether the OVS kernel datapath exists, which Debian packages are missing, which
 daemons run, and the component versions. It changes nothing on the host; preparing the host
-is `provision.hostprep`.
+is `provision.host.prepare`.
 
 It also holds the tiny stdlib JSON-RPC client used to ask ovsdb-server and ovs-vswitchd
 whether they answer (the lab itself talks to OVSDB through ovsdbapp, not through this).

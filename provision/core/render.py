@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 if TYPE_CHECKING:
-    from provision.desired import GuestNic
-    from provision.image import GuestImage
-    from provision.spec import VmSpec
+    from provision.core.desired import GuestNic
+    from provision.core.spec import VmSpec
+    from provision.image.build import GuestImage
 
 OWNER_NS = "https://virtio-lab.dev/xmlns/owner/1"
 EMULATOR = "/usr/bin/qemu-system-x86_64"
@@ -30,7 +30,7 @@ MACHINE = "pc"
 def templates_dir() -> Path:
     """``templates/`` at the repository root, or $VIRTIO_LAB_TEMPLATES."""
     override = os.environ.get("VIRTIO_LAB_TEMPLATES")
-    return Path(override) if override else Path(__file__).resolve().parent.parent / "templates"
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "templates"
 
 
 @cache

@@ -10,10 +10,10 @@ from collections.abc import Iterable
 
 import libvirt
 
-from provision import domxml
+from provision.core import domxml
+from provision.core.observed import ObservedDomain
+from provision.core.render import OWNER_NS
 from provision.errors import HostError, OperationError
-from provision.observed import ObservedDomain
-from provision.render import OWNER_NS
 
 DEFAULT_URI = "qemu:///system"
 

@@ -7,8 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from provision.converge import Backends, observe_lab
-from provision.spec import Lab, domain_name, nic_mac, nic_queues, tap_name
+from provision.core.spec import Lab, domain_name, nic_mac, nic_queues, tap_name
+from provision.engine.converge import Backends, observe_lab
 
 
 def lab_status(b: Backends, lab: Lab) -> dict[str, Any]:
