@@ -39,7 +39,7 @@ def host_check(args: argparse.Namespace) -> int:
         t.add_row(
             "chosen",
             f"domain type {caps.domain_type}, virtio backend "
-            f"{caps.best_datapath}, bridges {caps.best_ovs_datapath_type}",
+            f"{caps.best_backend}, bridges {caps.best_ovs_datapath_type}",
         )
         for name, up in sorted(caps.daemons.items()):
             t.add_row(name, "running" if up else "[red]not running[/]")
@@ -97,7 +97,7 @@ def render(args: argparse.Namespace) -> int:
         _emit_json(
             {
                 "lab": want.lab,
-                "datapath": want.datapath,
+                "backend": want.backend,
                 "domain_type": want.domain_type,
                 "bridges": [vars(b) for b in want.bridges],
                 "ports": [vars(p) for p in want.ports],
@@ -106,7 +106,7 @@ def render(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    out.print(f"# lab {want.lab}: virtio backend {want.datapath}, domain type {want.domain_type}")
+    out.print(f"# lab {want.lab}: virtio backend {want.backend}, domain type {want.domain_type}")
     for b in want.bridges:
         out.print(f"# OVS Bridge {b.name}: datapath_type={b.datapath_type}")
     for p in want.ports:
@@ -136,7 +136,7 @@ def _print_plan(p: plan.Plan, as_json: bool, extra: dict | None = None) -> None:
 
 def plan_cmd(args: argparse.Namespace) -> int:
     result = lab.plan_lab(args.lab, args.host)
-    _print_plan(result.plan, args.json, {"datapath": result.datapath})
+    _print_plan(result.plan, args.json, {"backend": result.backend})
     return 0 if result.plan.in_sync else 2
 
 
@@ -152,11 +152,11 @@ def up(args: argparse.Namespace) -> int:
         _emit_json(result.to_dict())
     elif not result.changed:
         _print_plan(result.plan, False)
-        out.print(f"no changes made; virtio backend {result.datapath}, domain type "
+        out.print(f"no changes made; virtio backend {result.backend}, domain type "
                   f"{result.domain_type} ({result.seconds:.2f} s)")
     else:
         out.print(f"lab {result.lab} up: {len(result.plan.changes)} change(s) applied in "
-                  f"{result.seconds:.1f} s; virtio backend {result.datapath}, domain type "
+                  f"{result.seconds:.1f} s; virtio backend {result.backend}, domain type "
                   f"{result.domain_type}; every guest agent answers")
     return 0
 

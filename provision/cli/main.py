@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -84,7 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn(message: Warning | str, category: type[Warning], *_args: Any, **_kw: Any) -> None:
+    """Library warnings (a deprecated lab key) as one line each on stderr."""
+    print(f"provision: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.showwarning = _warn
     try:
         args = build_parser().parse_args(argv)
         func: Callable[[Any], int] = args.func

@@ -47,7 +47,7 @@ def lab_status(b: Backends, lab: Lab) -> dict[str, Any]:
                 "vm": vm.name,
                 "domain": dom_name,
                 "state": ("running" if dom.running else "shut off") if dom else "absent",
-                "datapath": (dom.owner or {}).get("datapath") if dom else None,
+                "backend": (dom.owner or {}).get("backend") if dom else None,
                 "agent": dom_name in seen.guests,
                 "nics": nics,
             }

@@ -61,7 +61,7 @@ class DesiredDomain:
 @dataclass(frozen=True)
 class DesiredLab:
     lab: str
-    datapath: str  # "vhost-net" | "userspace": the virtio backend in the host
+    backend: str  # "vhost-net" | "userspace": the virtio backend in the host
     domain_type: str  # "kvm" | "qemu"
     bridges: tuple[DesiredBridge, ...]
     taps: tuple[DesiredTap, ...]
@@ -69,16 +69,16 @@ class DesiredLab:
     domains: tuple[DesiredDomain, ...]
 
 
-def resolve_datapath(lab: Lab, caps: HostCaps) -> str:
+def resolve_backend(lab: Lab, caps: HostCaps) -> str:
     """The virtio backend for the lab; HostError when the spec asks what the host lacks."""
-    if lab.datapath == "vhost-net" and not caps.vhost_net:
+    if lab.backend == "vhost-net" and not caps.vhost_net:
         raise HostError(
-            f"lab.datapath: vhost-net is not available on this host ({caps.vhost_reason}); "
-            "load it with `modprobe vhost_net`, or set datapath: auto or userspace"
+            f"lab.backend: vhost-net is not available on this host ({caps.vhost_reason}); "
+            "load it with `modprobe vhost_net`, or set backend: auto or userspace"
         )
-    if lab.datapath == "auto":
-        return caps.best_datapath
-    return lab.datapath
+    if lab.backend == "auto":
+        return caps.best_backend
+    return lab.backend
 
 
 def resolve_bridge_type(lab: Lab, index: int, caps: HostCaps) -> str:
@@ -93,7 +93,7 @@ def resolve_bridge_type(lab: Lab, index: int, caps: HostCaps) -> str:
 
 def desired_state(lab: Lab, caps: HostCaps, image: GuestImage) -> DesiredLab:
     """Everything the lab owns on this host, named, tagged and rendered."""
-    datapath = resolve_datapath(lab, caps)
+    backend = resolve_backend(lab, caps)
     bridges = tuple(
         DesiredBridge(b.name, resolve_bridge_type(lab, i, caps)) for i, b in enumerate(lab.bridges)
     )
@@ -106,9 +106,9 @@ def desired_state(lab: Lab, caps: HostCaps, image: GuestImage) -> DesiredLab:
             taps.append(DesiredTap(tap, tap_alias(lab.name, vm.name, i), nic_queues(vm, nic)))
             ids = {OWNER_LAB: lab.name, OWNER_VM: vm.name, OWNER_NIC: str(i)}
             ports.append(DesiredPort(tap, nic.bridge, nic.vlan, nic.trunks or (), ids))
-        domains.append(_desired_domain(lab, vm, caps, image, datapath, bridges))
+        domains.append(_desired_domain(lab, vm, caps, image, backend, bridges))
     return DesiredLab(
-        lab.name, datapath, caps.domain_type, bridges, tuple(taps), tuple(ports), tuple(domains)
+        lab.name, backend, caps.domain_type, bridges, tuple(taps), tuple(ports), tuple(domains)
     )
 
 
@@ -125,7 +125,7 @@ def parse_tap_alias(alias: str | None) -> dict[str, str] | None:
 
 
 def _desired_domain(
-    lab: Lab, vm: VmSpec, caps: HostCaps, image: GuestImage, datapath: str,
+    lab: Lab, vm: VmSpec, caps: HostCaps, image: GuestImage, backend: str,
     bridges: tuple[DesiredBridge, ...],
 ) -> DesiredDomain:
     nics = tuple(
@@ -151,7 +151,7 @@ def _desired_domain(
         image=image,
         cmdline=cmdline,
         domain_type=caps.domain_type,
-        datapath=datapath,
+        backend=backend,
         spec_hash=spec_hash(vm),
     )
     return DesiredDomain(name, vm.name, xml, nics)

@@ -47,13 +47,13 @@ def render_template(template: str, **context: Any) -> str:
     return _env(str(templates_dir())).get_template(template).render(**context)
 
 
-def backend_name(datapath: str) -> str:
+def driver_name(backend: str) -> str:
     """libvirt's ``<driver name>``: ``vhost`` asks for vhost-net, ``qemu`` for userspace.
 
     Without an explicit name libvirt falls back to userspace silently; naming it makes
     QEMU fail loudly instead when vhost-net is missing.
     """
-    return "vhost" if datapath == "vhost-net" else "qemu"
+    return "vhost" if backend == "vhost-net" else "qemu"
 
 
 def domain_xml(
@@ -67,7 +67,7 @@ def domain_xml(
     image: GuestImage,
     cmdline: str,
     domain_type: str,
-    datapath: str,
+    backend: str,
     spec_hash: str,
 ) -> str:
     """The libvirt domain XML of one lab VM.
@@ -96,8 +96,8 @@ def domain_xml(
         image=image,
         cmdline=cmdline,
         domain_type=domain_type,
-        datapath=datapath,
-        backend=backend_name(datapath),
+        backend=backend,
+        driver_name=driver_name(backend),
         spec_hash=spec_hash,
         owner_ns=OWNER_NS,
         machine=MACHINE,

@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -137,9 +138,25 @@ class Lab(_Strict):
     """A lab: bridges and VMs, every object tagged as owned by ``name``."""
 
     name: str = Field(pattern=LAB_NAME)  # prefixes every owned object
-    datapath: Literal["auto", "vhost-net", "userspace"] = "auto"  # virtio backend in the host
+    backend: Literal["auto", "vhost-net", "userspace"] = "auto"  # virtio backend in the host
     bridges: tuple[BridgeSpec, ...] = Field(min_length=1)
     vms: tuple[VmSpec, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_keys(cls, data: Any) -> Any:
+        """``datapath`` was the first name of ``backend``: read it for a release, with a warning
+        (OVS's ``datapath_type`` is the only datapath in a lab file now)."""
+        if isinstance(data, dict) and "datapath" in data:
+            if "backend" in data:
+                raise _PathError("datapath", "is the deprecated name of backend; keep only backend")
+            warnings.warn(
+                "lab.datapath is deprecated: rename it to lab.backend (the virtio backend)",
+                SpecDeprecation,
+                stacklevel=2,
+            )
+            data = {("backend" if k == "datapath" else k): v for k, v in data.items()}
+        return data
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Lab:
@@ -182,6 +199,10 @@ class Lab(_Strict):
             if vm.name == name:
                 return vm
         raise KeyError(name)
+
+
+class SpecDeprecation(UserWarning):
+    """A lab file key that still works but has a new name; the CLI prints it as a warning."""
 
 
 class _PathError(ValueError):

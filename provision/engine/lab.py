@@ -28,13 +28,13 @@ class LabResult:
     lab: str
     plan: plan.Plan
     changed: bool  # true exactly when the plan was not empty (and, unless check, applied)
-    datapath: str | None = None  # "vhost-net" | "userspace": the backend the lab uses
+    backend: str | None = None  # "vhost-net" | "userspace": the virtio backend the lab uses
     domain_type: str | None = None  # "kvm" | "qemu"
     agent_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.plan.to_dict(), "changed": self.changed, "datapath": self.datapath,
+        return {**self.plan.to_dict(), "changed": self.changed, "backend": self.backend,
                 "domain_type": self.domain_type, "agent_seconds": self.agent_seconds,
                 "seconds": round(self.seconds, 3)}
 
@@ -81,7 +81,7 @@ def plan_lab(path: LabSource, host: str | None = None) -> LabResult:
     _lab, want = load(path, host)
     with converge.open_backends() as b:
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
-    return LabResult(want.lab, p, not p.in_sync, want.datapath, want.domain_type,
+    return LabResult(want.lab, p, not p.in_sync, want.backend, want.domain_type,
                      seconds=time.monotonic() - t0)
 
 
@@ -96,7 +96,7 @@ def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: flo
     _lab, want = load(path, host)
     with lab_lock(want.lab), converge.open_backends() as b:
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
-        result = LabResult(want.lab, p, not p.in_sync, want.datapath, want.domain_type)
+        result = LabResult(want.lab, p, not p.in_sync, want.backend, want.domain_type)
         if not p.in_sync:
             if on_plan is not None:
                 on_plan(p)

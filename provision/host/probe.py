@@ -58,7 +58,8 @@ _DEBUG_EXIT_STATUS = (1 << 1) | 1  # the guest writes 1; QEMU exits with (value 
 
 @dataclass(frozen=True)
 class HostCaps:
-    """The capabilities of this host, as probed; the input for choosing the datapath."""
+    """The capabilities of this host, as probed: the input for choosing the virtio backend
+    and the OVS datapath."""
 
     kvm_usable: bool  # a test guest ran to completion under -accel kvm in time
     kvm_reason: str
@@ -73,8 +74,8 @@ class HostCaps:
     systemd: bool = False  # PID 1 is systemd
 
     @property
-    def best_datapath(self) -> str:
-        """The virtio-net backend `datapath: auto` picks."""
+    def best_backend(self) -> str:
+        """The virtio-net backend `backend: auto` picks."""
         return "vhost-net" if self.vhost_net else "userspace"
 
     @property
@@ -92,7 +93,7 @@ class HostCaps:
         data = asdict(self)
         for key in ("ovs_datapath_types", "missing_packages"):
             data[key] = list(data[key])
-        data["best_datapath"] = self.best_datapath
+        data["best_backend"] = self.best_backend
         data["best_ovs_datapath_type"] = self.best_ovs_datapath_type
         data["domain_type"] = self.domain_type
         return data

@@ -16,7 +16,7 @@ from provision.core.observed import ObservedLab
 from provision.verify.matrix import Endpoint
 from provision.verify.model import Check, verdict
 
-OWNER_KEYS = ("lab", "vm", "spec-hash", "datapath")
+OWNER_KEYS = ("lab", "vm", "spec-hash", "backend")
 NIC_KEYS = ("type", "model", "backend", "queues", "tap", "rx_queue_size", "tx_queue_size")
 
 

@@ -71,10 +71,10 @@ class VerifyReport:
     """Everything ``provision verify`` found about one lab."""
 
     lab: str
-    datapath: str  # what QEMU actually uses: vhost-net | userspace | mixed | unknown
+    backend: str  # what QEMU actually uses: vhost-net | userspace | mixed | unknown
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
-    spec_datapath: str = "auto"  # the lab file's datapath
+    spec_backend: str = "auto"  # the lab file's backend
 
     @property
     def passed(self) -> bool:
@@ -93,8 +93,9 @@ class VerifyReport:
         return {
             "lab": self.lab,
             "passed": self.passed,
-            "datapath": self.datapath,
-            "spec_datapath": self.spec_datapath,
+            "backend": self.backend,
+            "datapath": self.backend,  # deprecated alias of backend (design.md's first key)
+            "spec_backend": self.spec_backend,
             "seconds": round(self.seconds, 2),
             "counts": self.counts(),
             "checks": [c.to_dict() for c in self.checks],

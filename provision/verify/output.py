@@ -44,8 +44,8 @@ def junit_xml(report: VerifyReport) -> str:
         "time": f"{report.seconds:.3f}",
     })
     props = ET.SubElement(suite, "properties")
-    for name, value in (("lab", report.lab), ("datapath", report.datapath),
-                        ("spec_datapath", report.spec_datapath)):
+    for name, value in (("lab", report.lab), ("backend", report.backend),
+                        ("spec_backend", report.spec_backend)):
         ET.SubElement(props, "property", name=name, value=value)
     for check in report.checks:
         case = ET.SubElement(suite, "testcase", {
@@ -77,8 +77,8 @@ def _short(check: Check, width: int = 110) -> str:
 
 def print_report(console: Console, report: VerifyReport) -> None:
     """One table, rows grouped by hop in data-path order, then a one-line verdict."""
-    table = Table(title=f"verify lab {report.lab}: QEMU datapath {report.datapath} "
-                        f"(lab.datapath {report.spec_datapath})")
+    table = Table(title=f"verify lab {report.lab}: QEMU backend {report.backend} "
+                        f"(lab.backend {report.spec_backend})")
     for col in ("hop", "check", "target", "status", "evidence"):
         table.add_column(col, overflow="fold")
     last = None

@@ -124,7 +124,7 @@ def vhost_thread_count(comms: list[str], pid: int) -> int:
     return sum(1 for c in comms if c.strip() == f"vhost-{pid}")
 
 
-def nic_datapath(nic: QemuNic, fd_links: dict[int, str]) -> str:
+def nic_backend(nic: QemuNic, fd_links: dict[int, str]) -> str:
     """The backend a NIC really uses: ``vhost-net`` when every queue has a vhost fd open on
     /dev/vhost-net, ``userspace`` when none has, ``partial`` otherwise."""
     if not nic.vhost_fds:
@@ -135,7 +135,7 @@ def nic_datapath(nic: QemuNic, fd_links: dict[int, str]) -> str:
     return "partial"
 
 
-def combine_datapaths(paths: list[str]) -> str:
+def combine_backends(paths: list[str]) -> str:
     """One word for several NICs or VMs: the common path, ``mixed``, or ``unknown``."""
     seen = set(paths)
     if not seen:
@@ -143,19 +143,19 @@ def combine_datapaths(paths: list[str]) -> str:
     return seen.pop() if len(seen) == 1 else "mixed"
 
 
-def datapath_problem(spec: str, resolved: str, actual: str) -> str | None:
+def backend_problem(spec: str, resolved: str, actual: str) -> str | None:
     """Why the path QEMU uses is wrong for the lab, or None when it is right.
 
-    ``spec`` is the lab file's datapath (auto | vhost-net | userspace); ``resolved`` what
+    ``spec`` is the lab file's backend (auto | vhost-net | userspace); ``resolved`` what
     ``auto`` chose on this host; ``actual`` what QEMU's fds show.
     """
     wanted = resolved if spec == "auto" else spec
     if actual == wanted:
         return None
     if wanted == "vhost-net":
-        return (f"lab.datapath is {spec} but QEMU uses {actual}: it fell back from vhost-net "
+        return (f"lab.backend is {spec} but QEMU uses {actual}: it fell back from vhost-net "
                 "(no vhost fds open on /dev/vhost-net)")
-    return f"lab.datapath is {spec} (wants {wanted}) but QEMU uses {actual}"
+    return f"lab.backend is {spec} (wants {wanted}) but QEMU uses {actual}"
 
 
 # -- guest text ------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def read_qemu(domain: str) -> QemuProcess | str:
 
 
 def netdev_check(proc: QemuProcess, ep: Endpoint) -> tuple[Check, str | None]:
-    """qemu.netdev of one NIC, and the datapath it uses (None when it has no netdev)."""
+    """qemu.netdev of one NIC, and the virtio backend it uses (None when it has no netdev)."""
     nic = parse.qemu_nics(proc.argv).get(ep.mac)
     if nic is None:
         return verdict("qemu.netdev", ep.target, [f"no virtio-net device with MAC {ep.mac} "
@@ -107,7 +107,7 @@ def netdev_check(proc: QemuProcess, ep: Endpoint) -> tuple[Check, str | None]:
     for fd in nic.vhost_fds:
         if proc.fd_links.get(fd) != parse.VHOST_DEVICE:
             problems.append(f"vhost fd {fd} is {proc.fd_links.get(fd, 'not open')}")
-    datapath = parse.nic_datapath(nic, proc.fd_links)
+    backend = parse.nic_backend(nic, proc.fd_links)
     evidence = {
         "pid": proc.pid,
         "netdev": nic.netdev,
@@ -115,25 +115,25 @@ def netdev_check(proc: QemuProcess, ep: Endpoint) -> tuple[Check, str | None]:
         "tap_fds": {str(fd): proc.fd_iff.get(fd) for fd in nic.tap_fds},
         "vhost_requested": nic.vhost,
         "vhost_fds": {str(fd): proc.fd_links.get(fd) for fd in nic.vhost_fds},
-        "datapath": datapath,
+        "backend": backend,
     }
-    ok = f"{len(nic.tap_fds)} tap fds on {ep.tap}, {len(nic.vhost_fds)} vhost fds: {datapath}"
-    return verdict("qemu.netdev", ep.target, problems, evidence, ok), datapath
+    ok = f"{len(nic.tap_fds)} tap fds on {ep.tap}, {len(nic.vhost_fds)} vhost fds: {backend}"
+    return verdict("qemu.netdev", ep.target, problems, evidence, ok), backend
 
 
 def qemu_checks(
-    domain: str, target: str, eps: list[Endpoint], spec_datapath: str, resolved: str,
+    domain: str, target: str, eps: list[Endpoint], spec_backend: str, resolved: str,
     running: bool,
 ) -> tuple[list[Check], str | None]:
-    """qemu.netdev per NIC and qemu.datapath for the VM; the VM's actual datapath."""
+    """qemu.netdev per NIC and qemu.backend for the VM; the VM's actual backend."""
     if not running:
         why = "the domain is not running: there is no QEMU to read"
         checks = [verdict("qemu.netdev", ep.target, [why], {}) for ep in eps]
-        return [*checks, verdict("qemu.datapath", target, [why], {})], None
+        return [*checks, verdict("qemu.backend", target, [why], {})], None
     proc = read_qemu(domain)
     if isinstance(proc, str):
         checks = [verdict("qemu.netdev", ep.target, [proc], {}) for ep in eps]
-        return [*checks, verdict("qemu.datapath", target, [proc], {})], None
+        return [*checks, verdict("qemu.backend", target, [proc], {})], None
     checks = []
     paths = []
     for ep in eps:
@@ -142,16 +142,16 @@ def qemu_checks(
         if path is not None:
             paths.append(path)
     if not eps:
-        return [*checks, skipped("qemu.datapath", target, "the VM has no NICs")], None
-    actual = parse.combine_datapaths(paths)
+        return [*checks, skipped("qemu.backend", target, "the VM has no NICs")], None
+    actual = parse.combine_backends(paths)
     problems = []
-    problem = parse.datapath_problem(spec_datapath, resolved, actual)
+    problem = parse.backend_problem(spec_backend, resolved, actual)
     if problem:
         problems.append(problem)
     if actual == "vhost-net" and proc.vhost_threads == 0:
         problems.append(f"vhost fds are open but no vhost-{proc.pid} worker thread exists")
-    evidence = {"pid": proc.pid, "actual": actual, "lab_datapath": spec_datapath,
+    evidence = {"pid": proc.pid, "actual": actual, "lab_backend": spec_backend,
                 "auto_resolves_to": resolved, "vhost_threads": proc.vhost_threads}
-    ok = f"QEMU uses {actual} (lab.datapath {spec_datapath})"
-    checks.append(verdict("qemu.datapath", target, problems, evidence, ok))
+    ok = f"QEMU uses {actual} (lab.backend {spec_backend})"
+    checks.append(verdict("qemu.backend", target, problems, evidence, ok))
     return checks, actual

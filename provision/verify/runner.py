@@ -43,7 +43,7 @@ class VmState:
     domain: str
     dom: libvirt.virDomain | None
     running: bool
-    datapath: str | None  # what QEMU uses, None when it could not be read
+    backend: str | None  # what QEMU uses, None when it could not be read
     view: guest.GuestView
     checks: list[Check] = field(default_factory=list)
 
@@ -55,7 +55,7 @@ def load_for_verify(path: LabSource) -> tuple[spec.Lab, DesiredLab, HostCaps]:
     lab = lab_spec(path)
     caps = lab_caps()
     render_caps = caps
-    if lab.datapath == "vhost-net" and not caps.vhost_net:
+    if lab.backend == "vhost-net" and not caps.vhost_net:
         render_caps = dataclasses.replace(render_caps, vhost_net=True)
     if any(b.datapath_type == "system" for b in lab.bridges) and not caps.ovs_kernel_datapath:
         render_caps = dataclasses.replace(render_caps, ovs_kernel_datapath=True)
@@ -84,7 +84,7 @@ def _vm_phase(b: Backends, lab: spec.Lab, want: DesiredLab, vm: spec.VmSpec,
     target = f"{lab.name}/{vm.name}"
     desired = next(d for d in want.domains if d.vm == vm.name)
     checks, running = host_checks.domain_checks(b.conn, desired, eps, target)
-    more, actual = qemu.qemu_checks(desired.name, target, eps, lab.datapath, resolved,
+    more, actual = qemu.qemu_checks(desired.name, target, eps, lab.backend, resolved,
                                     running)
     checks += more
     checks += [host_checks.tap_check(ep, observed) for ep in eps]
@@ -156,7 +156,7 @@ def verify_lab(path: LabSource, progress: Progress | None = None,
         task = progress.task("domain, QEMU, tap and guest of each VM", len(lab.vms))
 
         def vm_phase(vm: spec.VmSpec) -> VmState:
-            state = _vm_phase(b, lab, want, vm, by_vm[vm.name], observed, caps.best_datapath)
+            state = _vm_phase(b, lab, want, vm, by_vm[vm.name], observed, caps.best_backend)
             progress.advance(task, vm.name)
             return state
 
@@ -169,6 +169,6 @@ def verify_lab(path: LabSource, progress: Progress | None = None,
         progress.advance(task)
         checks += _traffic_checks(b, eps, states, perf, progress)
     checks.sort(key=hop_order)
-    actual = parse.combine_datapaths([s.datapath for s in states.values()
-                                      if s.datapath is not None])
-    return VerifyReport(lab.name, actual, checks, time.monotonic() - t0, lab.datapath)
+    actual = parse.combine_backends([s.backend for s in states.values()
+                                      if s.backend is not None])
+    return VerifyReport(lab.name, actual, checks, time.monotonic() - t0, lab.backend)

@@ -164,7 +164,7 @@ def test_real_run_changes(conn: libvirt.virConnect, alab: AnsibleLab) -> None:
     run = playbook("up.yml", alab.path)
     assert run.changed() == 1, run.out
     res = run.result("Converge lab")
-    assert res["datapath"] in ("vhost-net", "userspace")
+    assert res["backend"] in ("vhost-net", "userspace")
     assert all(domain_state(conn, d) == "running" for d in alab.domains)
     assert all(ovs_row("Port", p)["tag"] == 100 for p in alab.ports)
 

@@ -54,7 +54,7 @@ def test_vhost_net_on_a_host_without_it_exits_4_before_any_change(
     tmp_path: Path, conn: libvirt.virConnect
 ) -> None:
     name = unique_name()
-    path = write_lab(tmp_path / "vhost.yml", small_lab(name, datapath="vhost-net"))
+    path = write_lab(tmp_path / "vhost.yml", small_lab(name, backend="vhost-net"))
     proc = provision("up", str(path), check=False)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "vhost-net" in proc.stderr and "modprobe vhost_net" in proc.stderr

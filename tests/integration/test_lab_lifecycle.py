@@ -86,11 +86,11 @@ def guest_exec(dom: libvirt.virDomain, path: str, *args: str) -> str:
     raise AssertionError(f"{path} did not finish")
 
 
-def test_up_reports_the_datapath_it_used(lab: Lab) -> None:
+def test_up_reports_the_backend_it_used(lab: Lab) -> None:
     assert lab.up["changed"] is True
     # This machine has no /dev/vhost-net: `auto` must say it fell back to userspace.
     expected = "vhost-net" if Path("/dev/vhost-net").exists() else "userspace"
-    assert lab.up["datapath"] == expected
+    assert lab.up["backend"] == expected
 
 
 def test_live_xml_has_virtio_queues_and_owner(lab: Lab, conn: libvirt.virConnect) -> None:

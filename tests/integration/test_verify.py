@@ -41,12 +41,12 @@ class VerifyLab:
         return f"{self.name}-{vm}"
 
 
-def lab_doc(name: str, datapath: str = "auto") -> dict[str, Any]:
+def lab_doc(name: str, backend: str = "auto") -> dict[str, Any]:
     def vm(n: int, vlan: int) -> dict[str, Any]:
         return {"name": f"vm{n}", "vcpus": 2, "memory_mib": 256, "nics": [
             {"bridge": f"br-{name}", "vlan": vlan, "queues": 2, "ip": f"10.88.0.{n}/24"}]}
 
-    return {"name": name, "datapath": datapath, "bridges": [{"name": f"br-{name}"}],
+    return {"name": name, "backend": backend, "bridges": [{"name": f"br-{name}"}],
             "vms": [vm(1, 100), vm(2, 100), vm(3, 200)]}
 
 
@@ -127,7 +127,7 @@ def test_verify_passes_on_a_fresh_lab(lab: VerifyLab,
     code, report, junit = first_verify
     assert_healthy(code, report)
     expected = "vhost-net" if Path("/dev/vhost-net").exists() else "userspace"
-    assert report["lab"] == lab.name and report["datapath"] == expected
+    assert report["lab"] == lab.name and report["backend"] == expected
     seen = statuses(report)
     t1, t2, t3 = (lab.target(v) for v in ("vm1", "vm2", "vm3"))
     assert seen[("reach", f"{t1}->{t2}")] == "pass"
@@ -196,10 +196,10 @@ def test_destroyed_vm_fails_the_domain(lab: VerifyLab, conn: libvirt.virConnect)
 
 @pytest.mark.skipif(Path("/dev/vhost-net").exists(), reason="needs a host without vhost-net")
 def test_vhost_net_lab_reports_the_userspace_fallback(lab: VerifyLab, tmp_path: Path) -> None:
-    strict = write_lab(tmp_path / f"{lab.name}.yml", lab_doc(lab.name, datapath="vhost-net"))
+    strict = write_lab(tmp_path / f"{lab.name}.yml", lab_doc(lab.name, backend="vhost-net"))
     code, report = verify(strict)
-    assert report["datapath"] == "userspace" and report["spec_datapath"] == "vhost-net"
-    assert_fails_at(code, report, "qemu.datapath", f"{lab.name}/vm1", "fell back")
+    assert report["backend"] == "userspace" and report["spec_backend"] == "vhost-net"
+    assert_fails_at(code, report, "qemu.backend", f"{lab.name}/vm1", "fell back")
 
 
 def test_a_lab_that_is_not_up_exits_4(tmp_path: Path) -> None:

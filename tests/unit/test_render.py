@@ -41,7 +41,7 @@ def test_golden_xml_passes_libvirt_schema() -> None:
         assert proc.returncode == 0, proc.stderr + proc.stdout
 
 
-def test_backend_follows_the_probed_datapath() -> None:
+def test_backend_follows_the_probe() -> None:
     user = domxml.domain_facts(desired_state(lab(), caps(), IMAGE).domains[0].xml)
     assert user["type"] == "qemu"
     assert user["interfaces"][0]["backend"] == "qemu"
@@ -49,7 +49,7 @@ def test_backend_follows_the_probed_datapath() -> None:
     fast = desired_state(lab(), caps(vhost=True, kvm=True), IMAGE)
     facts = domxml.domain_facts(fast.domains[0].xml)
     assert facts["type"] == "kvm" and facts["interfaces"][0]["backend"] == "vhost"
-    assert fast.datapath == "vhost-net"
+    assert fast.backend == "vhost-net"
 
 
 def test_checksum_offload_is_off_only_on_userspace_bridges() -> None:
@@ -60,8 +60,8 @@ def test_checksum_offload_is_off_only_on_userspace_bridges() -> None:
 
 
 def test_vhost_net_demanded_on_a_host_without_it_is_a_host_error() -> None:
-    with pytest.raises(HostError, match=r"lab\.datapath: vhost-net is not available"):
-        desired_state(lab(datapath="vhost-net"), caps(), IMAGE)
+    with pytest.raises(HostError, match=r"lab\.backend: vhost-net is not available"):
+        desired_state(lab(backend="vhost-net"), caps(), IMAGE)
     with pytest.raises(HostError, match=r"lab.bridges\[0\].datapath_type: system"):
         desired_state(lab(bridges=[{"name": "br-ut", "datapath_type": "system"}]), caps(), IMAGE)
 

@@ -66,7 +66,7 @@ def _mutated(path: list, value: object) -> dict:
         (["vms", 0, "nics", 0, "bridge"], "br-x", "lab.vms[0].nics[0].bridge",
          "not in lab.bridges"),
         (["vms", 0, "image"], "debian", "lab.vms[0].image", "not allowed"),
-        (["datapath"], "dpdk", "lab.datapath", "not allowed"),
+        (["backend"], "dpdk", "lab.backend", "not allowed"),
         (["vms", 0, "memory_mib"], 16, "lab.vms[0].memory_mib", "greater than"),
     ],
 )
@@ -114,3 +114,18 @@ def test_tap_names_fit_ifnamsiz() -> None:
     long = tap_name("abcdefghijkl", "a-very-long-vm-name", 3)
     assert len(long) <= 15 and long.endswith("-3")
     assert long != tap_name("abcdefghijkl", "a-very-long-vm-nam", 3)
+
+
+def test_datapath_is_a_deprecated_alias_of_backend() -> None:
+    import warnings
+
+    from provision.core.spec import SpecDeprecation
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = parse_lab({**lab_data(), "datapath": "userspace"})
+    assert old.backend == "userspace"
+    assert [w.category for w in caught] == [SpecDeprecation]
+    assert "lab.backend" in str(caught[0].message)
+    with pytest.raises(SpecError, match=r"lab\.datapath: .*keep only backend"):
+        parse_lab({**lab_data(), "datapath": "userspace", "backend": "userspace"})

@@ -86,7 +86,7 @@ def test_qemu_checks_without_a_running_domain_fail_every_nic() -> None:
     checks, actual = qemu.qemu_checks("t-vm1", "t/vm1", [VM1], "auto", "userspace", False)
     assert actual is None
     assert [(c.name, c.status) for c in checks] == [("qemu.netdev", FAIL),
-                                                    ("qemu.datapath", FAIL)]
+                                                    ("qemu.backend", FAIL)]
 
 
 def test_reach_and_isolation_verdicts() -> None:

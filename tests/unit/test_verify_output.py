@@ -30,7 +30,7 @@ def test_checks_sort_by_hop_in_data_path_order() -> None:
 
 def test_json_has_the_shape_design_md_promises() -> None:
     data = json.loads(output.to_json(report()))
-    assert data["lab"] == "t" and data["passed"] is False and data["datapath"] == "userspace"
+    assert data["lab"] == "t" and data["passed"] is False and data["backend"] == "userspace"
     assert data["counts"] == {"pass": 2, "fail": 1, "skip": 1}
     for check in data["checks"]:
         assert {"name", "target", "status", "evidence"} <= set(check)

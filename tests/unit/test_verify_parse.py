@@ -68,10 +68,10 @@ def _nic(tap: tuple[int, ...], vhost: tuple[int, ...]) -> parse.QemuNic:
     ((30, 31), {30: "/dev/vhost-net", 31: "/dev/vhost-net"}, "vhost-net"),
     ((30, 31), {30: "/dev/vhost-net"}, "partial"),
 ])
-def test_nic_datapath_is_decided_by_open_vhost_fds(
+def test_nic_backend_is_decided_by_open_vhost_fds(
     vhost_fds: tuple[int, ...], links: dict[int, str], expected: str
 ) -> None:
-    assert parse.nic_datapath(_nic((25, 26), vhost_fds), links) == expected
+    assert parse.nic_backend(_nic((25, 26), vhost_fds), links) == expected
 
 
 @pytest.mark.parametrize(("spec", "resolved", "actual", "fails"), [
@@ -83,17 +83,17 @@ def test_nic_datapath_is_decided_by_open_vhost_fds(
     ("userspace", "userspace", "vhost-net", True),
     ("auto", "userspace", "mixed", True),
 ])
-def test_datapath_problem(spec: str, resolved: str, actual: str, fails: bool) -> None:
-    problem = parse.datapath_problem(spec, resolved, actual)
+def test_backend_problem(spec: str, resolved: str, actual: str, fails: bool) -> None:
+    problem = parse.backend_problem(spec, resolved, actual)
     assert (problem is not None) == fails
     if spec == "vhost-net" and fails:
         assert "fell back" in problem  # type: ignore[operator]
 
 
-def test_combine_datapaths() -> None:
-    assert parse.combine_datapaths([]) == "unknown"
-    assert parse.combine_datapaths(["userspace", "userspace"]) == "userspace"
-    assert parse.combine_datapaths(["userspace", "vhost-net"]) == "mixed"
+def test_combine_backends() -> None:
+    assert parse.combine_backends([]) == "unknown"
+    assert parse.combine_backends(["userspace", "userspace"]) == "userspace"
+    assert parse.combine_backends(["userspace", "vhost-net"]) == "mixed"
 
 
 def test_ethtool_stats_give_per_queue_packets() -> None:

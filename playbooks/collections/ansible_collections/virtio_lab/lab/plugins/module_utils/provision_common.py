@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import traceback
+import warnings
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -70,9 +71,14 @@ def run_or_fail(module: AnsibleModule, fn: Any, *args: Any, **kwargs: Any) -> An
     """Call the library; an expected failure (ProvisionError) fails the task with its one-line
     message and exit code. Anything else is a bug and keeps its traceback."""
     try:
-        return fn(*args, **kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = fn(*args, **kwargs)
     except ProvisionError as exc:
         module.fail_json(msg=str(exc), exit_code=exc.exit_code, error=type(exc).__name__)
+    for warning in caught:  # e.g. a deprecated lab key: shown in the play's output
+        module.warn(str(warning.message))
+    return result
 
 
 def jsonable(data: Any) -> Any:

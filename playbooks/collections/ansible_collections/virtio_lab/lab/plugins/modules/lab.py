@@ -32,7 +32,7 @@ options:
     default: present
   spec:
     description:
-      - The lab as a mapping (name, datapath, bridges, vms), usually C("{{ lab }}"), the variable
+      - The lab as a mapping (name, backend, bridges, vms), usually C("{{ lab }}"), the variable
         every lab file in C(inventory/) defines under C(all.vars).
       - Validated like a lab file; a bad key fails the task with the key path (exit code 3).
       - Mutually exclusive with O(path).
@@ -162,7 +162,7 @@ notes:
   returned: always
   type: list
   elements: str
-datapath:
+backend:
   description: The virtio-net backend the lab uses on this host, C(vhost-net) or C(userspace).
   returned: when O(state=present)
   type: str
@@ -233,7 +233,7 @@ def main() -> None:
     if present:
         out["vms"] = [vm.name for vm in wanted.vms]
     else:
-        out.pop("datapath", None)
+        out.pop("backend", None)
         out.pop("domain_type", None)
     if module._diff:
         out["diff"] = plan_diff(out["changes"])

@@ -95,14 +95,18 @@ lab:
   description: The lab's name.
   returned: always
   type: str
-datapath:
+backend:
   description:
     - The virtio-net backend found in use, e.g. C(vhost-net) or C(userspace) (observed, never
       assumed).
   returned: always
   type: str
-spec_datapath:
-  description: The lab file's C(datapath) (C(auto), C(vhost-net) or C(userspace)).
+datapath:
+  description: Deprecated alias of RV(backend), kept for one release.
+  returned: always
+  type: str
+spec_backend:
+  description: The lab file's C(backend) (C(auto), C(vhost-net) or C(userspace)).
   returned: always
   type: str
 counts:
