@@ -5,7 +5,8 @@ For each N (default 1, 4, 16; 4 vCPUs and a 4-queue NIC per VM):
 - floor: the same rendered domains defined and started in parallel straight through
   libvirt-python, the same taps made with pyroute2 and the same OVS rows in one ovsdbapp
   transaction, then every guest agent polled until it answers; no planning, no observation.
-- up: virtio-lab's own converge path (observe, plan, apply, wait for agents, check NICs).
+- up: `provision up`'s path (observe, plan, apply, wait for agents, check NICs, then read
+  back: observe and plan again); the read-back's share of it is printed beside its target.
 - no-op up: a second up; also counts writes: bytes appended to OVSDB's database log and
   libvirt's domain files touched (both must stay at zero).
 - down: `provision down`'s path.
@@ -34,8 +35,8 @@ from pyroute2 import IPRoute
 
 from provision.core import plan
 from provision.core.desired import DesiredLab, desired_state
-from provision.core.spec import parse_lab
-from provision.engine import converge
+from provision.core.spec import Lab, parse_lab
+from provision.engine import converge, lab
 from provision.host.probe import lab_caps
 from provision.image.build import load_image
 
@@ -74,7 +75,7 @@ def floor_up(want: DesiredLab, conn: libvirt.virConnect) -> float:
     with IPRoute() as ipr:
         for tap in want.taps:
             ipr.link("add", ifname=tap.name, kind="tuntap", mode="tap",
-                     ifr={"multi_queue": True, "vnet_hdr": True, "no_pi": True})
+                     ifr={"multi_queue": tap.multi_queue, "vnet_hdr": True, "no_pi": True})
             ipr.link("set", index=ipr.link_lookup(ifname=tap.name)[0], state="up")
     helper = idlutils.get_schema_helper(OVSDB, "Open_vSwitch")
     helper.register_all()
@@ -116,38 +117,38 @@ def touched(before: dict[str, float], after: dict[str, float]) -> int:
     return sum(1 for f, m in after.items() if before.get(f) != m)
 
 
-def lab_up(want: DesiredLab) -> tuple[float, int]:
+def lab_up(spec: Lab) -> tuple[float, int, float]:
+    """`provision up`'s path: seconds, changes made, seconds of the read-back in it."""
     t0 = time.monotonic()
-    with converge.open_backends() as b:
-        p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
-        if not p.in_sync:
-            converge.apply_plan(b, p, want, agent_timeout=900)
-    return time.monotonic() - t0, len(p.changes)
+    result = lab.up_lab(spec, agent_timeout=900)
+    return time.monotonic() - t0, len(result.plan.changes), result.readback_seconds
 
 
 def lab_down(name: str) -> float:
     t0 = time.monotonic()
     with converge.open_backends() as b:
         p = plan.plan_teardown(converge.observe_lab(b, name, guests=False))
-        converge.apply_plan(b, p, None)
+        converge.apply_plan(b, p)
     return time.monotonic() - t0
 
 
 def bench(n: int, noop_runs: int, repeats: int) -> dict:
     name = "vlb" + secrets.token_hex(2)
     caps = lab_caps()
-    want = desired_state(parse_lab(lab_spec(name, n)), caps, load_image())
+    spec = parse_lab(lab_spec(name, n))
+    want = desired_state(spec, caps, load_image())
     conn = libvirt.open("qemu:///system")
-    floors, ups, downs, noops = [], [], [], []
+    floors, ups, downs, noops, readbacks = [], [], [], [], []
     try:
         for _ in range(repeats):  # alternate, so drift in the machine's load hits both
             floors.append(floor_up(want, conn))
-            seconds, changes = lab_up(want)
+            seconds, changes, readback = lab_up(spec)
             ups.append(seconds)
+            readbacks.append(readback)
             db_before = OVSDB_FILE.stat().st_size
             conf, status = libvirt_mtimes("/etc/libvirt/qemu"), libvirt_mtimes("/run/libvirt/qemu")
             for _ in range(noop_runs):
-                seconds, noop_changes = lab_up(want)
+                seconds, noop_changes, _ = lab_up(spec)
                 assert noop_changes == 0, "a second up planned changes"
                 noops.append(seconds)
             db_writes = OVSDB_FILE.stat().st_size - db_before
@@ -160,6 +161,8 @@ def bench(n: int, noop_runs: int, repeats: int) -> dict:
     floor, up = statistics.median(floors), statistics.median(ups)
     return {"vms": n, "repeats": repeats, "floor_s": round(floor, 2), "up_s": round(up, 2),
             "up_over_floor": round(up / floor, 3), "up_changes": changes,
+            "readback_s": round(statistics.median(readbacks), 3),
+            "readback_pct_of_up": round(100 * statistics.median(readbacks) / up, 2),
             "noop_up_s": round(statistics.median(noops), 3),
             "noop_ovsdb_bytes_written": db_writes,
             "noop_libvirt_definitions_touched": conf_touched,
@@ -179,13 +182,18 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'VMs':>4} {'floor s':>8} {'up s':>8} {'up/floor':>9} {'no-op up s':>11} "
+    print(f"{'VMs':>4} {'floor s':>8} {'up s':>8} {'up/floor':>9} {'read-back':>14} "
+          f"{'no-op up s':>11} "
           f"{'no-op OVSDB B':>14} {'no-op defs':>11} {'no-op status':>13} {'down s':>7}")
     for r in rows:
+        readback = f"{r['readback_s']}s {r['readback_pct_of_up']}%"
         print(f"{r['vms']:>4} {r['floor_s']:>8} {r['up_s']:>8} {r['up_over_floor']:>9} "
+              f"{readback:>14} "
               f"{r['noop_up_s']:>11} {r['noop_ovsdb_bytes_written']:>14} "
               f"{r['noop_libvirt_definitions_touched']:>11} "
               f"{r['noop_libvirt_status_files_touched']:>13} {r['down_s']:>7}")
+    print("read-back: observing and planning again after applying, in seconds and as a share "
+          "of up (target: under 1%)")
     print("no-op defs: libvirt domain definitions (/etc/libvirt/qemu) rewritten, must be 0; "
           "no-op status: libvirtd's runtime status files (/run/libvirt/qemu), which libvirtd "
           "itself rewrites for every guest-agent call that reads the guest")

@@ -2,6 +2,10 @@
 
 Reads bridges and ports from the IDL's replica, and applies a phase's changes as one
 transaction that is only "done" when ovs-vswitchd reports it applied (``cur_cfg``).
+
+ovsdbapp reports what went wrong after a commit (interfaces ovs-vswitchd could not add, a
+``cur_cfg`` that never came) only through its logger. ``OvsdbappLog`` collects those records
+for the transaction that caused them, and ``apply`` raises them as our errors.
 """
 
 from __future__ import annotations
@@ -9,17 +13,46 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Iterable
 from typing import Any
 
-from provision.core.desired import OWNER_LAB, DesiredLab
+from provision.core.desired import DesiredBridge, DesiredPort
 from provision.core.observed import ObservedBridge, ObservedPort
+from provision.core.owner import from_external_ids
 from provision.core.plan import Change
 from provision.errors import HostError, OperationError
 
 DEFAULT_DB = "unix:/var/run/openvswitch/db.sock"
 TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
+
+
+class OvsdbappLog(logging.Handler):
+    """ovsdbapp's log records, kept for whoever asks (``take()``) instead of printed: its
+    post-commit checks (failed interfaces, timeouts) report only there."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def take(self) -> list[str]:
+        """The messages since the last call, with the exception each carried."""
+        out = []
+        for r in self.records:
+            text = r.getMessage()
+            if r.exc_info and r.exc_info[1] is not None:
+                text = f"{text}: {r.exc_info[1]}" if text else str(r.exc_info[1])
+            out.append(text)
+        self.records.clear()
+        return out
+
+
+OVSDBAPP_LOG = OvsdbappLog()
+_logger = logging.getLogger("ovsdbapp")
+_logger.addHandler(OVSDBAPP_LOG)
+_logger.propagate = False
 
 # ovsdbapp logs a traceback for connection retries; the CLI reports errors itself.
 logging.getLogger("ovsdbapp").setLevel(logging.CRITICAL)
@@ -71,7 +104,7 @@ class Ovs:
         for br in self._rows("Bridge"):
             ports = tuple(sorted(p.name for p in br.ports if p.name != br.name))
             out[br.name] = ObservedBridge(
-                br.name, br.datapath_type, br.external_ids.get(OWNER_LAB), ports
+                br.name, br.datapath_type, from_external_ids(dict(br.external_ids)), ports
             )
         return out
 
@@ -99,63 +132,68 @@ class Ovs:
         ports = self.ports()
         wb, wp = set(wanted_bridges), set(wanted_ports)
         return (
-            {n: b for n, b in bridges.items() if b.owner == lab or n in wb},
-            {n: p for n, p in ports.items() if p.owner == lab or n in wp},
+            {n: b for n, b in bridges.items() if (b.owner and b.owner.lab == lab) or n in wb},
+            {n: p for n, p in ports.items() if (p.owner and p.owner.lab == lab) or n in wp},
         )
 
     # -- writes ------------------------------------------------------------------------
-    def apply(self, changes: list[Change], desired: DesiredLab | None) -> None:
-        """Apply the OVS changes of a plan in one transaction, then wait for ovs-vswitchd."""
+    def apply(self, changes: list[Change]) -> None:
+        """Apply the OVS changes of a plan in one transaction; ovsdbapp waits until
+        ovs-vswitchd has applied it (``cur_cfg``) and checks every interface it added."""
         if not changes:
             return
-        ports = {p.name: p for p in desired.ports} if desired else {}
+        OVSDBAPP_LOG.take()  # records of earlier work are not this transaction's
         try:
             with self.api.transaction(check_error=True) as txn:
                 for change in changes:
-                    for cmd in self._commands(change, ports, desired):
+                    for cmd in self._commands(change):
                         txn.add(cmd)
         except Exception as exc:
             raise OperationError(f"OVSDB transaction failed: {exc}") from None
-        self.wait_applied()
+        problems = OVSDBAPP_LOG.take()
+        if problems:
+            raise OperationError(
+                "ovs-vswitchd did not apply the OVS changes: " + "; ".join(problems)
+                + self._interface_errors(changes)
+            )
 
-    def _commands(self, change: Change, ports: dict, desired: DesiredLab | None) -> list[Any]:
+    def _interface_errors(self, changes: list[Change]) -> str:
+        ports = {c.target for c in changes if c.kind == "port" and c.action != "delete"}
+        errors = [f"{p.name}: {p.error}" for p in self.ports().values()
+                  if p.name in ports and p.error]
+        return f" (Interface error: {'; '.join(errors)})" if errors else ""
+
+    def _commands(self, change: Change) -> list[Any]:
         api = self.api
-        if change.kind == "bridge":
-            if change.action == "delete":
+        target = change.desired
+        if change.action == "delete":
+            if change.kind == "bridge":
                 return [api.del_br(change.target, if_exists=True)]
-            dtype = change.after["datapath_type"]
+            return [api.del_port(change.target, if_exists=True)]
+        if isinstance(target, DesiredBridge):
             if change.action == "create":
                 return [
-                    api.add_br(change.target, may_exist=False, datapath_type=dtype),
-                    api.db_set("Bridge", change.target, ("external_ids", {OWNER_LAB: desired.lab})),
+                    api.add_br(target.name, may_exist=False, datapath_type=target.datapath_type),
+                    api.db_set("Bridge", target.name,
+                               ("external_ids", target.owner.external_ids())),
                 ]
-            return [api.db_set("Bridge", change.target, ("datapath_type", dtype))]
-        if change.action == "delete":
-            return [api.del_port(change.target, if_exists=True)]
-        port = ports[change.target]
+            return [api.db_set("Bridge", target.name, ("datapath_type", target.datapath_type))]
+        if not isinstance(target, DesiredPort):
+            raise TypeError(f"OVS cannot apply {change.kind} {change.target}")
         cmds = []
         if change.action in ("create", "replace"):
             if change.action == "replace":
-                cmds.append(api.del_port(change.target, if_exists=True))
-            cmds.append(api.add_port(port.bridge, port.name, may_exist=False))
-            cmds.append(api.db_set("Interface", port.name, ("external_ids", port.external_ids)))
-        cmds.append(api.db_set("Port", port.name, ("external_ids", port.external_ids)))
+                cmds.append(api.del_port(target.name, if_exists=True))
+            cmds.append(api.add_port(target.bridge, target.name, may_exist=False))
+            cmds.append(api.db_set("Interface", target.name,
+                                   ("external_ids", target.external_ids)))
+        cmds.append(api.db_set("Port", target.name, ("external_ids", target.external_ids)))
         cmds.append(
             api.db_set(
                 "Port",
-                port.name,
-                ("tag", [port.tag] if port.tag else []),
-                ("trunks", list(port.trunks)),
+                target.name,
+                ("tag", [target.tag] if target.tag else []),
+                ("trunks", list(target.trunks)),
             )
         )
         return cmds
-
-    def wait_applied(self) -> None:
-        """Block until ovs-vswitchd has applied every committed change (cur_cfg == next_cfg)."""
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            row = next(iter(self._rows("Open_vSwitch")))
-            if row.cur_cfg >= row.next_cfg:
-                return
-            time.sleep(0.02)
-        raise HostError("ovs-vswitchd did not apply the change in time; is it running?")

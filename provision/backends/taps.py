@@ -1,8 +1,10 @@
 """Tap devices through netlink (pyroute2): the privileged host-side link operations.
 
-A lab's tap is a persistent ``multi_queue`` tap with a vnet header; QEMU opens it once per
-queue. Ownership is the interface alias (``virtio-lab:lab=... vm=... nic=...``), so
-observation never guesses from names.
+A lab's tap is a persistent tap with a vnet header; QEMU opens it once per queue. A NIC with
+more than one queue gets a ``multi_queue`` tap, a 1-queue NIC a plain one (libvirt opens a
+1-queue tap without IFF_MULTI_QUEUE, which the kernel refuses on a multi_queue tap).
+Ownership is the interface alias (``provision.core.owner``), so observation never guesses
+from names.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from collections.abc import Iterable
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from provision.core.desired import DesiredTap, parse_tap_alias
+from provision.core.desired import DesiredTap
 from provision.core.observed import ObservedTap
+from provision.core.owner import from_tap_alias
 from provision.errors import OperationError
 
 IFF_UP = 0x1
@@ -30,7 +33,7 @@ def _tun_info(link: object) -> dict[str, int] | None:
 def _observed(link: object, tun: dict[str, int]) -> ObservedTap:
     return ObservedTap(
         name=link.get("IFLA_IFNAME"),  # type: ignore[attr-defined]
-        owner=parse_tap_alias(link.get("IFLA_IFALIAS")),  # type: ignore[attr-defined]
+        owner=from_tap_alias(link.get("IFLA_IFALIAS")),  # type: ignore[attr-defined]
         up=bool(link["flags"] & IFF_UP),  # type: ignore[index]
         multi_queue=bool(tun.get("IFLA_TUN_MULTI_QUEUE")),
         queues_attached=int(tun.get("IFLA_TUN_NUM_QUEUES", 0))
@@ -46,12 +49,12 @@ def observe_taps(lab: str, wanted: Iterable[str] = ()) -> dict[str, ObservedTap]
         for link in ipr.get_links():
             name = link.get("IFLA_IFNAME")
             tun = _tun_info(link)
-            owner = parse_tap_alias(link.get("IFLA_IFALIAS"))
+            owner = from_tap_alias(link.get("IFLA_IFALIAS"))
             if tun is None:
                 if name in want:  # same name, not even a tap
                     out[name] = ObservedTap(name, None, False, False, 0)
                 continue
-            if (owner and owner.get("lab") == lab) or name in want:
+            if (owner and owner.lab == lab) or name in want:
                 out[name] = _observed(link, tun)
     return out
 
@@ -67,11 +70,12 @@ def observe_tap(name: str) -> ObservedTap | None:
 
 
 def ensure_tap(tap: DesiredTap, user: str | None = None) -> None:
-    """Create the tap if absent (multi_queue, vnet_hdr, persistent), tag it and bring it up."""
+    """Create the tap if absent (vnet_hdr, persistent, multi_queue when it has several
+    queues), tag it and bring it up."""
     with IPRoute() as ipr:
         try:
             if not ipr.link_lookup(ifname=tap.name):
-                ifr = {"multi_queue": True, "vnet_hdr": True, "no_pi": True}
+                ifr = {"multi_queue": tap.multi_queue, "vnet_hdr": True, "no_pi": True}
                 kwargs = {"uid": _uid(user)} if user else {}
                 ipr.link("add", ifname=tap.name, kind="tuntap", mode="tap", ifr=ifr, **kwargs)
             idx = ipr.link_lookup(ifname=tap.name)[0]

@@ -5,14 +5,13 @@ start, stop and remove them.
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 
 import libvirt
 
 from provision.core import domxml
 from provision.core.observed import ObservedDomain
-from provision.core.render import OWNER_NS
+from provision.core.owner import OWNER_NS, Owner, from_metadata, metadata_from_element
 from provision.errors import HostError, OperationError
 
 DEFAULT_URI = "qemu:///system"
@@ -40,13 +39,12 @@ def connect(uri: str | None = None) -> libvirt.virConnect:
         ) from None
 
 
-def _owner(dom: libvirt.virDomain) -> dict[str, str] | None:
+def _owner(dom: libvirt.virDomain) -> Owner | None:
     try:
         xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, OWNER_NS)
     except libvirt.libvirtError:
         return None
-    # libvirt hands the element back without its namespace: <owner><lab>...</lab></owner>
-    return {child.tag: (child.text or "") for child in ET.fromstring(xml)}
+    return from_metadata(metadata_from_element(xml))
 
 
 def observe_domains(
@@ -58,7 +56,7 @@ def observe_domains(
     for dom in conn.listAllDomains():
         name = dom.name()
         owner = _owner(dom)
-        if not ((owner and owner.get("lab") == lab) or name in want):
+        if not ((owner and owner.lab == lab) or name in want):
             continue
         try:
             xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)

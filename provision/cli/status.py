@@ -7,7 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from provision.core.spec import Lab, domain_name, nic_mac, nic_queues, tap_name
+from provision.core.owner import domain_name, nic_mac, owned_by, tap_name
+from provision.core.spec import Lab, nic_queues
 from provision.engine.converge import Backends, observe_lab
 
 
@@ -22,7 +23,7 @@ def lab_status(b: Backends, lab: Lab) -> dict[str, Any]:
         nics = []
         for i, nic in enumerate(vm.nics):
             tap = tap_name(lab.name, vm.name, i)
-            mac = nic_mac(lab.name, vm.name, i, nic)
+            mac = nic_mac(lab.name, vm.name, i, nic.mac)
             t, p, g = seen.taps.get(tap), seen.ports.get(tap), guest.get(mac)
             nics.append(
                 {
@@ -47,13 +48,13 @@ def lab_status(b: Backends, lab: Lab) -> dict[str, Any]:
                 "vm": vm.name,
                 "domain": dom_name,
                 "state": ("running" if dom.running else "shut off") if dom else "absent",
-                "backend": (dom.owner or {}).get("backend") if dom else None,
+                "backend": (dom.facts.get("owner") or {}).get("backend") if dom else None,
                 "agent": dom_name in seen.guests,
                 "nics": nics,
             }
         )
     bridges = [
-        {"name": b.name, "datapath_type": b.datapath_type, "owned": b.owner == lab.name}
+        {"name": b.name, "datapath_type": b.datapath_type, "owned": owned_by(b.owner, lab.name)}
         for b in seen.bridges.values()
     ]
     return {"lab": lab.name, "bridges": bridges, "vms": vms}

@@ -6,25 +6,21 @@ object, tags it as owned by the lab, and renders each domain's XML.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from provision.core import render
-from provision.core.spec import Lab, VmSpec, domain_name, nic_mac, nic_queues, spec_hash, tap_name
+from provision.core.owner import Owner, domain_name, nic_mac, tap_name
+from provision.core.spec import Lab, VmSpec, nic_queues, spec_hash
 from provision.errors import HostError
 from provision.host.probe import HostCaps
 from provision.image.build import GuestImage, guest_cmdline
-
-# external_ids keys on OVS rows, and the prefix of a tap's ifalias.
-OWNER_LAB = "virtio-lab-lab"
-OWNER_VM = "virtio-lab-vm"
-OWNER_NIC = "virtio-lab-nic"
-TAP_ALIAS_PREFIX = "virtio-lab:"
 
 
 @dataclass(frozen=True)
 class DesiredBridge:
     name: str  # OVS Bridge.name
     datapath_type: str  # OVS Bridge.datapath_type: system | netdev
+    owner: Owner  # Bridge.external_ids, when the lab creates it (a user's bridge stays theirs)
 
 
 @dataclass(frozen=True)
@@ -33,21 +29,43 @@ class DesiredPort:
     bridge: str  # OVS Bridge that holds the port
     tag: int | None  # OVS Port.tag (access VLAN)
     trunks: tuple[int, ...]  # OVS Port.trunks
-    external_ids: dict[str, str] = field(hash=False)  # ownership tags, on Port and Interface
+    owner: Owner  # Port and Interface external_ids
+
+    @property
+    def external_ids(self) -> dict[str, str]:
+        return self.owner.external_ids()
 
 
 @dataclass(frozen=True)
 class DesiredTap:
     name: str  # Linux interface name
-    alias: str  # IFLA_IFALIAS: the ownership tag
+    owner: Owner  # IFLA_IFALIAS
     queues: int  # queues QEMU attaches while the VM runs
+
+    @property
+    def multi_queue(self) -> bool:
+        """IFF_MULTI_QUEUE: libvirt opens a 1-queue NIC's tap without it, and the kernel
+        refuses to open a multi_queue tap that way (EINVAL), so only N > 1 gets it."""
+        return self.queues > 1
+
+    @property
+    def alias(self) -> str:
+        return self.owner.tap_alias()
+
+
+@dataclass(frozen=True)
+class GuestVlan:
+    vid: int  # 802.1Q VID of the guest's VLAN interface <parent>.<vid>
+    ip: str  # its address, "10.0.30.2/24"
 
 
 @dataclass(frozen=True)
 class GuestNic:
+    domain: str  # the libvirt domain whose guest has the NIC
     mac: str  # the NIC inside the guest is found by its MAC
     ip: str | None  # "10.10.0.11/24"
     queues: int  # ethtool -L combined
+    vlans: tuple[GuestVlan, ...] = ()  # VLAN interfaces on a trunk NIC
 
 
 @dataclass(frozen=True)
@@ -95,7 +113,8 @@ def desired_state(lab: Lab, caps: HostCaps, image: GuestImage) -> DesiredLab:
     """Everything the lab owns on this host, named, tagged and rendered."""
     backend = resolve_backend(lab, caps)
     bridges = tuple(
-        DesiredBridge(b.name, resolve_bridge_type(lab, i, caps)) for i, b in enumerate(lab.bridges)
+        DesiredBridge(b.name, resolve_bridge_type(lab, i, caps), Owner(lab.name))
+        for i, b in enumerate(lab.bridges)
     )
     taps: list[DesiredTap] = []
     ports: list[DesiredPort] = []
@@ -103,51 +122,56 @@ def desired_state(lab: Lab, caps: HostCaps, image: GuestImage) -> DesiredLab:
     for vm in lab.vms:
         for i, nic in enumerate(vm.nics):
             tap = tap_name(lab.name, vm.name, i)
-            taps.append(DesiredTap(tap, tap_alias(lab.name, vm.name, i), nic_queues(vm, nic)))
-            ids = {OWNER_LAB: lab.name, OWNER_VM: vm.name, OWNER_NIC: str(i)}
-            ports.append(DesiredPort(tap, nic.bridge, nic.vlan, nic.trunks or (), ids))
+            owner = Owner(lab.name, vm.name, i)
+            taps.append(DesiredTap(tap, owner, nic_queues(vm, nic)))
+            ports.append(DesiredPort(tap, nic.bridge, nic.vlan, nic.trunk_vlans, owner))
         domains.append(_desired_domain(lab, vm, caps, image, backend, bridges))
     return DesiredLab(
         lab.name, backend, caps.domain_type, bridges, tuple(taps), tuple(ports), tuple(domains)
     )
 
 
-def tap_alias(lab: str, vm: str, index: int) -> str:
-    return f"{TAP_ALIAS_PREFIX}lab={lab} vm={vm} nic={index}"
-
-
-def parse_tap_alias(alias: str | None) -> dict[str, str] | None:
-    """The ownership tag of a tap, or None when the tap is not virtio-lab's."""
-    if not alias or not alias.startswith(TAP_ALIAS_PREFIX):
-        return None
-    pairs = (item.partition("=") for item in alias[len(TAP_ALIAS_PREFIX) :].split())
-    return {k: v for k, _, v in pairs}
+def _guest_nics(lab: Lab, vm: VmSpec) -> tuple[GuestNic, ...]:
+    name = domain_name(lab.name, vm.name)
+    return tuple(
+        GuestNic(
+            name,
+            nic_mac(lab.name, vm.name, i, nic.mac),
+            str(nic.ip) if nic.ip else None,
+            nic_queues(vm, nic),
+            # Only a trunk VLAN with an address gets a VLAN interface in the guest.
+            tuple(GuestVlan(t.vlan, str(t.ip)) for t in nic.trunks or () if t.ip),
+        )
+        for i, nic in enumerate(vm.nics)
+    )
 
 
 def _desired_domain(
     lab: Lab, vm: VmSpec, caps: HostCaps, image: GuestImage, backend: str,
     bridges: tuple[DesiredBridge, ...],
 ) -> DesiredDomain:
-    nics = tuple(
-        GuestNic(
-            nic_mac(lab.name, vm.name, i, nic),
-            str(nic.ip) if nic.ip else None,
-            nic_queues(vm, nic),
-        )
-        for i, nic in enumerate(vm.nics)
-    )
+    nics = _guest_nics(lab, vm)
     name = domain_name(lab.name, vm.name)
     cmdline = guest_cmdline(image, vm.name, [(n.mac, n.ip, n.queues) for n in nics])
+    netdev = {b.name for b in bridges if b.datapath_type == "netdev"}
+    nic_ctx = [
+        {
+            "mac": n.mac,
+            "tap": tap_name(lab.name, vm.name, i),
+            "queues": n.queues,
+            "rx_queue_size": spec.rx_queue_size,
+            "tx_queue_size": spec.tx_queue_size,
+            # OVS's userspace datapath never completes checksums a guest leaves to the NIC
+            # (TCP dies with bad checksums while ping works): no offload on netdev bridges.
+            "host_csum": spec.bridge not in netdev,
+        }
+        for i, (n, spec) in enumerate(zip(nics, vm.nics, strict=True))
+    ]
     xml = render.domain_xml(
         lab=lab.name,
         name=name,
         vm=vm,
-        taps=[tap_name(lab.name, vm.name, i) for i in range(len(vm.nics))],
-        nics=nics,
-        userspace_bridge=[
-            next(b.datapath_type for b in bridges if b.name == nic.bridge) == "netdev"
-            for nic in vm.nics
-        ],
+        nics=nic_ctx,
         image=image,
         cmdline=cmdline,
         domain_type=caps.domain_type,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from provision.core.render import OWNER_NS
+from provision.core.owner import metadata_from_domain_xml
 
 _UNITS = {
     "b": 1 / 1024,
@@ -29,15 +29,6 @@ def _kib(elem: ET.Element | None) -> int | None:
         return None
     unit = elem.get("unit", "KiB").lower()
     return int(int(elem.text) * _UNITS.get(unit, 1))
-
-
-def owner(xml: str) -> dict[str, str] | None:
-    """The virtio-lab ownership metadata of a domain, or None when it is not ours."""
-    root = ET.fromstring(xml)
-    elem = root.find(f"metadata/{{{OWNER_NS}}}owner")
-    if elem is None:
-        return None
-    return {child.tag.split("}", 1)[1]: (child.text or "") for child in elem}
 
 
 def interface_facts(iface: ET.Element) -> dict[str, Any]:
@@ -73,7 +64,7 @@ def domain_facts(xml: str) -> dict[str, Any]:
         "kernel": root.findtext("os/kernel"),
         "initrd": root.findtext("os/initrd"),
         "cmdline": root.findtext("os/cmdline"),
-        "owner": owner(xml),
+        "owner": metadata_from_domain_xml(xml),  # lab, vm, spec-hash, image, backend
         "interfaces": [interface_facts(i) for i in root.findall("devices/interface")],
         "agent_channel": any(
             t.get("name") == "org.qemu.guest_agent.0"

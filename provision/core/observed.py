@@ -9,12 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from provision.core import owner
+from provision.core.owner import Owner
+
 
 @dataclass(frozen=True)
 class ObservedBridge:
     name: str
     datapath_type: str  # "" means the OVS default, "system"
-    owner: str | None  # external_ids virtio-lab-lab, None when not a lab's
+    owner: Owner | None  # from external_ids; None when not a lab's
     ports: tuple[str, ...]  # port names other than the bridge's own internal port
 
 
@@ -25,18 +28,18 @@ class ObservedPort:
     tag: int | None
     trunks: tuple[int, ...]
     external_ids: dict[str, str] = field(hash=False)
-    ofport: int | None = None
-    error: str | None = None
+    ofport: int | None = None  # Interface.ofport: -1 or None when ovs-vswitchd did not attach it
+    error: str | None = None  # Interface.error
 
     @property
-    def owner(self) -> str | None:
-        return self.external_ids.get("virtio-lab-lab")
+    def owner(self) -> Owner | None:
+        return owner.from_external_ids(self.external_ids)
 
 
 @dataclass(frozen=True)
 class ObservedTap:
     name: str
-    owner: dict[str, str] | None  # parsed ifalias; None when not a lab's
+    owner: Owner | None  # from the ifalias; None when not a lab's
     up: bool
     multi_queue: bool
     queues_attached: int
@@ -45,9 +48,17 @@ class ObservedTap:
 @dataclass(frozen=True)
 class ObservedDomain:
     name: str
-    owner: dict[str, str] | None  # ownership metadata; None when not a lab's
+    owner: Owner | None  # from the ownership metadata; None when not a lab's
     running: bool
     facts: dict[str, Any] = field(hash=False)  # domxml.domain_facts of the persistent XML
+
+
+@dataclass(frozen=True)
+class ObservedGuestVlan:
+    vid: int
+    ifname: str  # <parent>.<vid>
+    addresses: tuple[str, ...]
+    up: bool
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,10 @@ class ObservedGuestNic:
     addresses: tuple[str, ...]  # "10.10.0.11/24"
     up: bool
     driver: str | None = None
+    vlans: tuple[ObservedGuestVlan, ...] = ()  # VLAN interfaces on this NIC
+
+    def vlan(self, vid: int) -> ObservedGuestVlan | None:
+        return next((v for v in self.vlans if v.vid == vid), None)
 
 
 @dataclass

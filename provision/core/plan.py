@@ -7,16 +7,28 @@ the lab needs that something else already holds is a ``ConflictError`` before an
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from provision.core import domxml
-from provision.core.desired import DesiredLab, DesiredPort
-from provision.core.observed import ObservedLab, ObservedPort
+from provision.core import compare
+from provision.core.compare import Diff
+from provision.core.desired import (
+    DesiredBridge,
+    DesiredDomain,
+    DesiredLab,
+    DesiredPort,
+    DesiredTap,
+    GuestNic,
+)
+from provision.core.observed import ObservedLab
+from provision.core.owner import owned_by
 from provision.errors import OperationError
 
-# Apply order. Removals run first for domains (they hold taps) and last for taps.
+# Apply order, the one place it is written down. Removals run first for domains (they hold
+# taps) and last for taps; the OVS phase is one transaction.
 PHASES = ("domains-remove", "taps", "ovs", "taps-remove", "domains", "guests")
+
+Desired = DesiredBridge | DesiredPort | DesiredTap | DesiredDomain | GuestNic
 
 
 class ConflictError(OperationError):
@@ -27,14 +39,21 @@ class ConflictError(OperationError):
 class Change:
     phase: str  # one of PHASES
     action: str  # create | modify | delete | start | replace | restart | configure
-    kind: str  # bridge | port | tap | domain | guest-nic
+    kind: str  # bridge | port | tap | domain | guest | guest-nic
     target: str  # the object's name (guest-nic: "<domain>/<mac>")
     before: Any  # observed value(s), None when absent
     after: Any  # desired value(s), None when removed
     reason: str  # why, for a human
+    # The typed object this change brings about; None for a removal. apply needs nothing else.
+    desired: Desired | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: getattr(self, k)
+                for k in ("phase", "action", "kind", "target", "before", "after", "reason")}
+
+    def describe(self) -> str:
+        """One line: the object, then what differs."""
+        return f"{self.kind} {self.target}: {self.reason}"
 
 
 @dataclass
@@ -82,12 +101,6 @@ def plan_teardown(observed: ObservedLab) -> Plan:
     return plan
 
 
-def _owned_by(owner: dict[str, str] | str | None, lab: str) -> bool:
-    if isinstance(owner, dict):
-        return owner.get("lab") == lab
-    return owner == lab
-
-
 def _check_conflicts(desired: DesiredLab, observed: ObservedLab) -> None:
     lab = desired.lab
     kinds: tuple[tuple[str, tuple[Any, ...], dict[str, Any], str], ...] = (
@@ -99,11 +112,19 @@ def _check_conflicts(desired: DesiredLab, observed: ObservedLab) -> None:
     for kind, wanted, seen_by_name, fix in kinds:
         for obj in wanted:
             seen = seen_by_name.get(obj.name)
-            if seen is not None and not _owned_by(seen.owner, lab):
+            if seen is not None and not owned_by(seen.owner, lab):
                 raise ConflictError(
                     f"{kind} {obj.name}: exists and lab {lab} does not own it; {fix} "
                     "(virtio-lab never touches what it does not own)"
                 )
+
+
+def _split(diffs: list[Diff]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return {d.key: d.have for d in diffs}, {d.key: d.want for d in diffs}
+
+
+def _differs(diffs: list[Diff]) -> str:
+    return "differs: " + ", ".join(d.key for d in diffs)
 
 
 def _plan_taps(desired: DesiredLab, observed: ObservedLab, plan: Plan) -> set[str]:
@@ -111,35 +132,24 @@ def _plan_taps(desired: DesiredLab, observed: ObservedLab, plan: Plan) -> set[st
     for tap in desired.taps:
         seen = observed.taps.get(tap.name)
         if seen is None:
-            plan.changes.append(
-                Change(
-                    "taps",
-                    "create",
-                    "tap",
-                    tap.name,
-                    None,
-                    {"multi_queue": True, "up": True, "alias": tap.alias},
-                    "absent",
-                )
-            )
+            after = compare.tap_view(tap) | {"alias": tap.alias}
+            plan.changes.append(Change("taps", "create", "tap", tap.name, None, after, "absent",
+                                       tap))
             recreated.add(tap.name)
-        elif not seen.multi_queue:
-            plan.changes.append(
-                Change(
-                    "taps",
-                    "replace",
-                    "tap",
-                    tap.name,
-                    {"multi_queue": False},
-                    {"multi_queue": True},
-                    "not multi_queue",
-                )
-            )
+            continue
+        diffs = compare.tap_diffs(tap, seen)
+        if not diffs:
+            continue
+        before, after = _split(diffs)
+        if "multi_queue" in before:  # a tap's flags are fixed at creation
+            why = (f"{tap.queues} queue(s) need a tap "
+                   f"{'with' if tap.multi_queue else 'without'} multi_queue")
+            plan.changes.append(Change("taps", "replace", "tap", tap.name, before, after, why,
+                                       tap))
             recreated.add(tap.name)
-        elif not seen.up:
-            plan.changes.append(
-                Change("taps", "modify", "tap", tap.name, {"up": False}, {"up": True}, "down")
-            )
+        else:
+            plan.changes.append(Change("taps", "modify", "tap", tap.name, before, after,
+                                       _differs(diffs), tap))
     return recreated
 
 
@@ -147,72 +157,40 @@ def _plan_bridges(desired: DesiredLab, observed: ObservedLab, plan: Plan) -> Non
     for br in desired.bridges:
         seen = observed.bridges.get(br.name)
         if seen is None:
-            plan.changes.append(
-                Change(
-                    "ovs",
-                    "create",
-                    "bridge",
-                    br.name,
-                    None,
-                    {"datapath_type": br.datapath_type, "owner": desired.lab},
-                    "absent",
-                )
-            )
-        elif not _owned_by(seen.owner, desired.lab):
+            after = {"datapath_type": br.datapath_type, "owner": desired.lab}
+            plan.changes.append(Change("ovs", "create", "bridge", br.name, None, after, "absent",
+                                       br))
+        elif not owned_by(seen.owner, desired.lab):
             plan.notes.append(f"bridge {br.name} exists and is not the lab's: used, never changed")
-        elif (seen.datapath_type or "system") != br.datapath_type:
-            plan.changes.append(
-                Change(
-                    "ovs",
-                    "modify",
-                    "bridge",
-                    br.name,
-                    {"datapath_type": seen.datapath_type or "system"},
-                    {"datapath_type": br.datapath_type},
-                    "datapath type differs",
-                )
-            )
-
-
-def _port_view(port: DesiredPort | ObservedPort) -> dict[str, Any]:
-    return {
-        "bridge": port.bridge,
-        "tag": port.tag,
-        "trunks": list(port.trunks),
-        "external_ids": dict(port.external_ids),
-    }
+        elif diffs := compare.bridge_diffs(br, seen):
+            before, after = _split(diffs)
+            plan.changes.append(Change("ovs", "modify", "bridge", br.name, before, after,
+                                       _differs(diffs), br))
 
 
 def _plan_ports(desired: DesiredLab, observed: ObservedLab, plan: Plan) -> None:
     for port in desired.ports:
         seen = observed.ports.get(port.name)
-        want = _port_view(port)
+        want = compare.port_view(port)
         if seen is None:
-            plan.changes.append(Change("ovs", "create", "port", port.name, None, want, "absent"))
+            plan.changes.append(Change("ovs", "create", "port", port.name, None, want, "absent",
+                                       port))
             continue
-        have = _port_view(seen)
-        owned_keys = want["external_ids"]
-        have["external_ids"] = {k: v for k, v in seen.external_ids.items() if k in owned_keys}
-        if have == want:
+        diffs = compare.port_diffs(port, seen)
+        if not diffs:
             continue
-        if have["bridge"] != want["bridge"]:
-            plan.changes.append(
-                Change("ovs", "replace", "port", port.name, have, want, "on another bridge")
-            )
-            continue
-        before = {k: v for k, v in have.items() if v != want[k]}
-        after = {k: want[k] for k in before}
-        plan.changes.append(
-            Change(
-                "ovs",
-                "modify",
-                "port",
-                port.name,
-                before,
-                after,
-                "differs: " + ", ".join(sorted(before)),
-            )
-        )
+        before, after = _split(diffs)
+        if compare.port_broken(diffs):
+            why = f"ovs-vswitchd could not attach it (ofport {seen.ofport}): " \
+                  f"{seen.error or 'no error given'}"
+            plan.changes.append(Change("ovs", "replace", "port", port.name, before, want, why,
+                                       port))
+        elif "bridge" in before:
+            plan.changes.append(Change("ovs", "replace", "port", port.name,
+                                       compare.port_view(seen), want, "on another bridge", port))
+        else:
+            plan.changes.append(Change("ovs", "modify", "port", port.name, before, after,
+                                       _differs(diffs), port))
 
 
 def _plan_domains(
@@ -222,57 +200,28 @@ def _plan_domains(
     booting: set[str] = set()
     for dom in desired.domains:
         seen = observed.domains.get(dom.name)
-        want = domxml.domain_facts(dom.xml)
+        change = None
         if seen is None:
-            plan.changes.append(
-                Change("domains", "create", "domain", dom.name, None, {"running": True}, "absent")
-            )
-            booting.add(dom.name)
-            continue
-        diff = domxml.diff_facts(seen.facts, want)
-        taps = {i["tap"] for i in want["interfaces"]}
-        if diff:
-            before = {k: v[0] for k, v in diff.items()}
-            after = {k: v[1] for k, v in diff.items()}
-            plan.changes.append(
-                Change(
-                    "domains",
-                    "replace",
-                    "domain",
-                    dom.name,
-                    before,
-                    after,
-                    "definition differs: " + ", ".join(sorted(diff)),
-                )
-            )
-            booting.add(dom.name)
+            change = Change("domains", "create", "domain", dom.name, None, {"running": True},
+                            "absent", dom)
+        elif diffs := compare.domain_diffs(dom.xml, seen.facts):
+            before, after = _split(diffs)
+            change = Change("domains", "replace", "domain", dom.name, before, after,
+                            "definition " + _differs(diffs), dom)
         elif not seen.running:
-            plan.changes.append(
-                Change(
-                    "domains",
-                    "start",
-                    "domain",
-                    dom.name,
-                    {"running": False},
-                    {"running": True},
-                    "not running",
-                )
-            )
-            booting.add(dom.name)
-        elif taps & recreated_taps:
-            plan.changes.append(
-                Change(
-                    "domains",
-                    "restart",
-                    "domain",
-                    dom.name,
-                    None,
-                    {"running": True},
-                    "its tap was recreated: " + ", ".join(sorted(taps & recreated_taps)),
-                )
-            )
+            change = Change("domains", "start", "domain", dom.name, {"running": False},
+                            {"running": True}, "not running", dom)
+        elif taps := sorted(set(_domain_taps(desired, dom)) & recreated_taps):
+            change = Change("domains", "restart", "domain", dom.name, None, {"running": True},
+                            "its tap was recreated: " + ", ".join(taps), dom)
+        if change is not None:
+            plan.changes.append(change)
             booting.add(dom.name)
     return booting
+
+
+def _domain_taps(desired: DesiredLab, dom: DesiredDomain) -> list[str]:
+    return [t.name for t in desired.taps if t.owner.vm == dom.vm]
 
 
 def _plan_guests(desired: DesiredLab, observed: ObservedLab, plan: Plan, booting: set[str]) -> None:
@@ -281,59 +230,22 @@ def _plan_guests(desired: DesiredLab, observed: ObservedLab, plan: Plan, booting
         if dom.name in booting or not observed.guests_observed:
             continue
         if dom.name not in observed.guests:
-            plan.changes.append(
-                Change(
-                    "guests",
-                    "configure",
-                    "guest",
-                    dom.name,
-                    {"agent": "no answer"},
-                    {"agent": "answers"},
-                    "the guest agent did not answer",
-                )
-            )
+            plan.changes.append(Change("guests", "configure", "guest", dom.name,
+                                       {"agent": "no answer"}, {"agent": "answers"},
+                                       "the guest agent did not answer", dom))
             continue
         nics = observed.guests[dom.name]
         for nic in dom.nics:
             seen = nics.get(nic.mac)
-            target = f"{dom.name}/{nic.mac}"
             if seen is None:
-                plan.changes.append(
-                    Change(
-                        "guests",
-                        "restart",
-                        "domain",
-                        dom.name,
-                        None,
-                        {"nic": nic.mac},
-                        f"guest shows no NIC {nic.mac}",
-                    )
-                )
-                continue
-            before: dict[str, Any] = {}
-            if seen.combined != nic.queues:
-                before["combined"] = seen.combined
-            if nic.ip and nic.ip not in seen.addresses:
-                before["addresses"] = list(seen.addresses)
-            if not seen.up:
-                before["up"] = False
-            if before:
-                after = {
-                    "combined": nic.queues,
-                    "addresses": [nic.ip] if nic.ip else [],
-                    "up": True,
-                }
-                plan.changes.append(
-                    Change(
-                        "guests",
-                        "configure",
-                        "guest-nic",
-                        target,
-                        before,
-                        {k: after[k] for k in before},
-                        "differs: " + ", ".join(sorted(before)),
-                    )
-                )
+                plan.changes.append(Change("guests", "restart", "domain", dom.name, None,
+                                           {"nic": nic.mac}, f"guest shows no NIC {nic.mac}",
+                                           dom))
+            elif diffs := compare.guest_nic_diffs(nic, seen):
+                before, after = _split(diffs)
+                plan.changes.append(Change("guests", "configure", "guest-nic",
+                                           f"{dom.name}/{nic.mac}", before, after,
+                                           _differs(diffs), nic))
 
 
 def _plan_orphans(
@@ -343,38 +255,19 @@ def _plan_orphans(
     lab = desired.lab
     want_doms = {d.name for d in desired.domains}
     for name, dom in sorted(observed.domains.items()):
-        if name not in want_doms and _owned_by(dom.owner, lab):
-            plan.changes.append(
-                Change(
-                    "domains-remove",
-                    "delete",
-                    "domain",
-                    name,
-                    {"running": dom.running},
-                    None,
-                    reason,
-                )
-            )
+        if name not in want_doms and owned_by(dom.owner, lab):
+            plan.changes.append(Change("domains-remove", "delete", "domain", name,
+                                       {"running": dom.running}, None, reason))
     want_ports = {p.name for p in desired.ports}
     for name, port in sorted(observed.ports.items()):
-        if name not in want_ports and _owned_by(port.owner, lab):
-            plan.changes.append(
-                Change("ovs", "delete", "port", name, _port_view(port), None, reason)
-            )
+        if name not in want_ports and owned_by(port.owner, lab):
+            plan.changes.append(Change("ovs", "delete", "port", name, compare.port_view(port),
+                                       None, reason))
     want_taps = {t.name for t in desired.taps}
     for name, tap in sorted(observed.taps.items()):
-        if name not in want_taps and _owned_by(tap.owner, lab):
-            plan.changes.append(
-                Change(
-                    "taps-remove",
-                    "delete",
-                    "tap",
-                    name,
-                    {"queues_attached": tap.queues_attached},
-                    None,
-                    reason,
-                )
-            )
+        if name not in want_taps and owned_by(tap.owner, lab):
+            plan.changes.append(Change("taps-remove", "delete", "tap", name,
+                                       {"queues_attached": tap.queues_attached}, None, reason))
     _plan_orphan_bridges(desired, observed, plan, reason)
 
 
@@ -384,12 +277,12 @@ def _plan_orphan_bridges(
     lab = desired.lab
     want = {b.name for b in desired.bridges}
     for name, br in sorted(observed.bridges.items()):
-        if name in want or not _owned_by(br.owner, lab):
+        if name in want or not owned_by(br.owner, lab):
             continue
         foreign = [
             p
             for p in br.ports
-            if p not in observed.ports or not _owned_by(observed.ports[p].owner, lab)
+            if p not in observed.ports or not owned_by(observed.ports[p].owner, lab)
         ]
         if foreign:
             plan.notes.append(

@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 if TYPE_CHECKING:
-    from provision.core.desired import GuestNic
-    from provision.core.spec import VmSpec
-    from provision.image.build import GuestImage
+    pass
 
 OWNER_NS = "https://virtio-lab.dev/xmlns/owner/1"
 EMULATOR = "/usr/bin/qemu-system-x86_64"
@@ -56,50 +54,20 @@ def driver_name(backend: str) -> str:
     return "vhost" if backend == "vhost-net" else "qemu"
 
 
-def domain_xml(
-    *,
-    lab: str,
-    name: str,
-    vm: VmSpec,
-    taps: list[str],
-    nics: tuple[GuestNic, ...],
-    userspace_bridge: list[bool],
-    image: GuestImage,
-    cmdline: str,
-    domain_type: str,
-    backend: str,
-    spec_hash: str,
-) -> str:
+def domain_xml(*, nics: list[dict[str, Any]], backend: str, **context: Any) -> str:
     """The libvirt domain XML of one lab VM.
 
-    ``userspace_bridge[i]``: NIC i is on an OVS ``netdev`` bridge. OVS's userspace datapath
-    does not complete checksums a guest leaves to the NIC (TCP then dies with bad checksums
-    while ping works), so such NICs do not offer checksum offload to the guest.
+    ``nics``: per NIC its mac, tap, queues, rx/tx_queue_size and ``host_csum`` (False: do
+    not offer checksum offload to the guest). ``context``: lab, name, vm, image, cmdline,
+    domain_type, spec_hash, as the template uses them.
     """
-    nic_ctx = [
-        {
-            "mac": nic.mac,
-            "tap": tap,
-            "queues": nic.queues,
-            "rx_queue_size": spec.rx_queue_size,
-            "tx_queue_size": spec.tx_queue_size,
-            "host_csum": not userspace,
-        }
-        for nic, tap, spec, userspace in zip(nics, taps, vm.nics, userspace_bridge, strict=True)
-    ]
     return render_template(
         "domain.xml.j2",
-        lab=lab,
-        name=name,
-        vm=vm,
-        nics=nic_ctx,
-        image=image,
-        cmdline=cmdline,
-        domain_type=domain_type,
+        nics=nics,
         backend=backend,
         driver_name=driver_name(backend),
-        spec_hash=spec_hash,
         owner_ns=OWNER_NS,
         machine=MACHINE,
         emulator=EMULATOR,
+        **context,
     )

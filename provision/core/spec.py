@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from provision.core.owner import nic_mac, tap_name
 from provision.errors import SpecError
 
 LAB_NAME = r"^[a-z][a-z0-9-]{0,11}$"
@@ -35,31 +36,51 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+class TrunkVlan(_Strict):
+    """A VLAN a trunk NIC carries; with ``ip``, the guest gets a VLAN interface with it."""
+
+    vlan: int = Field(ge=1, le=4094)  # one of OVS Port.trunks; the guest's 802.1Q VID
+    ip: ipaddress.IPv4Interface | None = None  # address of the guest's VLAN interface
+
+
 class NicSpec(_Strict):
-    """One virtio-net NIC, plugged into an OVS bridge of the lab through a multi_queue tap."""
+    """One virtio-net NIC, plugged into an OVS bridge of the lab through a tap."""
 
     bridge: str  # name of a bridge in lab.bridges
     vlan: int | None = Field(default=None, ge=1, le=4094)  # OVS Port.tag (access port)
-    trunks: tuple[int, ...] | None = None  # OVS Port.trunks; exclusive with vlan
+    # OVS Port.trunks; exclusive with vlan. Plain numbers or {vlan, ip} (a guest VLAN interface)
+    trunks: tuple[TrunkVlan, ...] | None = None
     queues: int | None = Field(default=None, ge=1, le=MAX_QUEUES)  # <driver queues>; default vcpus
     ip: ipaddress.IPv4Interface | None = None  # address configured inside the guest
     mac: str | None = None  # <mac address>; default derived from lab/vm/nic
     rx_queue_size: int | None = None  # <driver rx_queue_size>
     tx_queue_size: int | None = None  # <driver tx_queue_size>
 
+    @field_validator("trunks", mode="before")
+    @classmethod
+    def _trunk_numbers(cls, v: Any) -> Any:
+        """``trunks: [30, 31]`` is shorthand for ``[{vlan: 30}, {vlan: 31}]``."""
+        if isinstance(v, list | tuple):
+            return [{"vlan": t} if isinstance(t, int) and not isinstance(t, bool) else t
+                    for t in v]
+        return v
+
     @field_validator("trunks")
     @classmethod
-    def _trunks(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    def _trunks(cls, v: tuple[TrunkVlan, ...] | None) -> tuple[TrunkVlan, ...] | None:
         if v is None:
             return v
         if not v:
             raise ValueError("trunks must list at least one VLAN (or drop the key)")
-        bad = [t for t in v if not 1 <= t <= 4094]
-        if bad:
-            raise ValueError(f"VLAN {bad[0]} is outside 1..4094")
-        if len(set(v)) != len(v):
+        vids = [t.vlan for t in v]
+        if len(set(vids)) != len(vids):
             raise ValueError("trunks lists a VLAN twice")
-        return tuple(sorted(v))
+        return v  # in the file's order, so that key paths name the entry the user wrote
+
+    @property
+    def trunk_vlans(self) -> tuple[int, ...]:
+        """The VLAN numbers of ``trunks``, sorted (OVS Port.trunks); () for an access port."""
+        return tuple(sorted(t.vlan for t in self.trunks or ()))
 
     @field_validator("mac")
     @classmethod
@@ -92,6 +113,12 @@ class NicSpec(_Strict):
     def _vlan_xor_trunks(self) -> NicSpec:
         if self.vlan is not None and self.trunks is not None:
             raise ValueError("vlan and trunks are exclusive: an access port or a trunk, not both")
+        if self.trunks is not None and self.ip is not None:
+            raise _PathError(
+                "ip",
+                "a trunk port drops untagged frames, so this address could reach nothing; "
+                "give it to a VLAN instead: trunks: [{vlan: N, ip: ...}]",
+            )
         return self
 
 
@@ -180,15 +207,20 @@ class Lab(_Strict):
         for vi, vm in enumerate(self.vms):
             for ni, nic in enumerate(vm.nics):
                 where = f"vms[{vi}].nics[{ni}]"
-                mac = nic_mac(self.name, vm.name, ni, nic)
+                mac = nic_mac(self.name, vm.name, ni, nic.mac)
                 if mac in macs:
                     raise _PathError(f"{where}.mac", f"{mac} is also used by {macs[mac]}")
                 macs[mac] = where
-                if nic.ip is not None:
-                    ip = str(nic.ip.ip)
+                addresses = [(f"{where}.ip", nic.ip)] + [
+                    (f"{where}.trunks[{ti}].ip", t.ip) for ti, t in enumerate(nic.trunks or ())
+                ]
+                for key, address in addresses:
+                    if address is None:
+                        continue
+                    ip = str(address.ip)
                     if ip in ips:
-                        raise _PathError(f"{where}.ip", f"{ip} is also used by {ips[ip]}")
-                    ips[ip] = where
+                        raise _PathError(key, f"{ip} is also used by {ips[ip]}")
+                    ips[ip] = key.removesuffix(".ip")
                 tap = tap_name(self.name, vm.name, ni)
                 if tap in taps:
                     raise _PathError(where, f"tap name {tap} collides with {taps[tap]}; rename")
@@ -224,32 +256,6 @@ def _unique(section: str, names: list[str], key: str) -> None:
 def nic_queues(vm: VmSpec, nic: NicSpec) -> int:
     """Queue pairs of a NIC: the spec's value, or one per vCPU."""
     return nic.queues or vm.vcpus
-
-
-def nic_mac(lab: str, vm: str, index: int, nic: NicSpec | None = None) -> str:
-    """The NIC's MAC: the spec's, or one derived from lab/vm/nic (stable across rebuilds)."""
-    if nic is not None and nic.mac:
-        return nic.mac
-    digest = hashlib.sha256(f"{lab}/{vm}/{index}".encode()).digest()
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
-
-
-def tap_name(lab: str, vm: str, index: int) -> str:
-    """The tap (and OVS port) of a NIC, at most 15 characters (IFNAMSIZ).
-
-    Readable ``<lab>-<vm>-<n>`` when it fits, else ``vl`` plus a hash of lab/vm and the index.
-    """
-    name = f"{lab}-{vm}-{index}"
-    if len(name) <= 15:
-        return name
-    digest = hashlib.sha256(f"{lab}/{vm}".encode()).hexdigest()
-    suffix = f"-{index}"
-    return "vl" + digest[: 13 - len(suffix)] + suffix
-
-
-def domain_name(lab: str, vm: str) -> str:
-    """The libvirt domain of a VM."""
-    return f"{lab}-{vm}"
 
 
 def spec_hash(model: BaseModel) -> str:

@@ -16,9 +16,10 @@ import libvirt
 
 from provision.backends import agent, taps, virt
 from provision.backends.ovs import Ovs
-from provision.core.desired import DesiredLab
+from provision.core import compare
+from provision.core.desired import DesiredDomain, DesiredLab, DesiredTap, GuestNic
 from provision.core.observed import ObservedGuestNic, ObservedLab
-from provision.core.plan import Change, Plan
+from provision.core.plan import PHASES, Change, Plan
 from provision.errors import OperationError, ProvisionError
 
 T = TypeVar("T")
@@ -124,38 +125,22 @@ class ApplyResult:
 
 
 def apply_plan(
-    b: Backends,
-    plan: Plan,
-    desired: DesiredLab | None,
-    progress: Progress | None = None,
-    agent_timeout: float = 300.0,
+    b: Backends, plan: Plan, progress: Progress | None = None, agent_timeout: float = 300.0
 ) -> ApplyResult:
-    """Carry out ``plan``; with ``desired``, wait for every lab guest's agent at the end."""
+    """Carry out ``plan`` phase by phase, in ``PHASES`` order; each change brings its own
+    typed desired object. Domains that (re)boot and guests that were reconfigured are
+    waited for until their agent answers and their NICs match the lab."""
     progress = progress or NoProgress()
     result = ApplyResult()
-    _remove_domains(b, plan.by_phase("domains-remove"), progress)
-    for change in plan.by_phase("taps"):
-        tap = next(t for t in desired.taps if t.name == change.target)  # type: ignore[union-attr]
-        if change.action == "replace":
-            taps.delete_tap(tap.name)
-        taps.ensure_tap(tap)
-    ovs_changes = plan.by_phase("ovs")
-    if ovs_changes:
-        task = progress.task("OVS transaction", 1)
-        b.ovs.apply(ovs_changes, desired)
-        progress.advance(task)
-    for change in plan.by_phase("taps-remove"):
-        taps.delete_tap(change.target)
-    if desired is not None:
-        _converge_domains(b, plan.by_phase("domains"), desired, progress)
-        result.agent_seconds = _converge_guests(b, plan, desired, progress, agent_timeout)
+    for phase in PHASES:
+        changes = plan.by_phase(phase)
+        if changes:
+            _APPLY[phase](b, changes, progress, result, agent_timeout)
     result.applied = list(plan.changes)
     return result
 
 
-def _remove_domains(b: Backends, changes: list[Change], progress: Progress) -> None:
-    if not changes:
-        return
+def _remove_domains(b: Backends, changes: list[Change], progress: Progress, *_: Any) -> None:
     task = progress.task("removing domains", len(changes))
 
     def remove(change: Change) -> None:
@@ -167,68 +152,117 @@ def _remove_domains(b: Backends, changes: list[Change], progress: Progress) -> N
     parallel(remove, changes)
 
 
-def _converge_domains(
-    b: Backends, changes: list[Change], desired: DesiredLab, progress: Progress
-) -> None:
-    if not changes:
-        return
-    xml = {d.name: d.xml for d in desired.domains}
+def _apply_taps(_b: Backends, changes: list[Change], *_: Any) -> None:
+    for change in changes:
+        tap = change.desired
+        if not isinstance(tap, DesiredTap):
+            raise TypeError(f"tap change {change.target} carries no DesiredTap")
+        if change.action == "replace":  # flags are fixed at creation: a new tap
+            taps.delete_tap(tap.name)
+        taps.ensure_tap(tap)
+
+
+def _apply_ovs(b: Backends, changes: list[Change], progress: Progress, *_: Any) -> None:
+    task = progress.task("OVS transaction", 1)
+    b.ovs.apply(changes)
+    progress.advance(task)
+
+
+def _remove_taps(_b: Backends, changes: list[Change], *_: Any) -> None:
+    for change in changes:
+        taps.delete_tap(change.target)
+
+
+def _converge_domains(b: Backends, changes: list[Change], progress: Progress,
+                      result: ApplyResult, timeout: float) -> None:
     task = progress.task("starting domains", len(changes))
 
-    def converge(change: Change) -> None:
-        dom = virt.lookup(b.conn, change.target)
+    def converge(change: Change) -> DesiredDomain:
+        want = change.desired
+        if not isinstance(want, DesiredDomain):
+            raise TypeError(f"domain change {change.target} carries no DesiredDomain")
+        dom = virt.lookup(b.conn, want.name)
         if dom is not None and change.action in ("replace", "restart"):
             virt.stop(dom)
         if dom is None or change.action == "replace":
-            dom = virt.define(b.conn, xml[change.target])
+            dom = virt.define(b.conn, want.xml)
         virt.start(dom)
-        progress.advance(task, change.target)
+        progress.advance(task, want.name)
+        return want
 
-    parallel(converge, changes)
+    booted = parallel(converge, changes)
+    _settle(b, booted, progress, result, timeout)
 
 
-def _converge_guests(
-    b: Backends, plan: Plan, desired: DesiredLab, progress: Progress, timeout: float
-) -> dict[str, float]:
-    """Wait for every guest agent, then make each guest NIC match the lab."""
-    for change in plan.by_phase("guests"):
-        if change.kind == "domain":  # the guest lost a NIC: reboot it from its definition
-            dom = virt.lookup(b.conn, change.target)
-            if dom is not None:
-                virt.stop(dom)
-                virt.start(dom)
-    task = progress.task("waiting for guest agents", len(desired.domains))
+def _converge_guests(b: Backends, changes: list[Change], progress: Progress,
+                     result: ApplyResult, timeout: float) -> None:
+    """Guests of running domains: reboot one that lost a NIC, then wait for each agent and
+    make its NICs match the lab."""
+    domains: dict[str, DesiredDomain] = {}
+    for change in changes:
+        if isinstance(change.desired, DesiredDomain):
+            domains[change.desired.name] = change.desired
+            if change.kind == "domain":  # the guest lost a NIC: reboot it from its definition
+                dom = virt.lookup(b.conn, change.target)
+                if dom is not None:
+                    virt.stop(dom)
+                    virt.start(dom)
+    nics: dict[str, list[GuestNic]] = {}
+    for change in changes:
+        if isinstance(change.desired, GuestNic):
+            nics.setdefault(change.desired.domain, []).append(change.desired)
+    targets = [*domains.values(), *(GuestTarget(d, tuple(n)) for d, n in nics.items()
+                                    if d not in domains)]
+    _settle(b, targets, progress, result, timeout)
 
-    def settle(d: Any) -> tuple[str, float]:
-        dom = virt.lookup(b.conn, d.name)
+
+@dataclass(frozen=True)
+class GuestTarget:
+    """Some NICs of one running guest to bring to the lab's settings."""
+
+    name: str  # the domain
+    nics: tuple[GuestNic, ...]
+
+
+def _settle(b: Backends, targets: list[Any], progress: Progress, result: ApplyResult,
+            timeout: float) -> None:
+    """Wait for each guest's agent, then configure its NICs that differ from the lab."""
+    if not targets:
+        return
+    task = progress.task("waiting for guest agents", len(targets))
+
+    def settle(target: DesiredDomain | GuestTarget) -> tuple[str, float]:
+        dom = virt.lookup(b.conn, target.name)
         if dom is None:
-            raise OperationError(f"domain {d.name}: vanished during up")
+            raise OperationError(f"domain {target.name}: vanished during up")
         waited = agent.wait_agent(dom, timeout)
-        _settle_nics(dom, d)
-        progress.advance(task, d.name)
-        return d.name, waited
+        _settle_nics(dom, target.name, target.nics)
+        progress.advance(task, target.name)
+        return target.name, waited
 
-    return dict(parallel(settle, desired.domains))
+    result.agent_seconds.update(parallel(settle, targets))
 
 
-def _settle_nics(dom: libvirt.virDomain, d: Any, attempts: int = 50) -> None:
+def _settle_nics(dom: libvirt.virDomain, name: str, nics: tuple[GuestNic, ...],
+                 attempts: int = 50) -> None:
     """Configure guest NICs that differ from the lab; the guest's init may still be busy."""
     for _ in range(attempts):
         seen = agent.observe_nics_fast(dom)
-        pending = [n for n in d.nics if not _nic_ok(seen.get(n.mac), n)]
+        pending = [n for n in nics if n.mac not in seen or compare.guest_nic_diffs(n, seen[n.mac])]
         if not pending:
             return
         for nic in pending:
             if nic.mac in seen:
                 agent.configure_nic(dom, seen[nic.mac].ifname, nic)
         time.sleep(0.1)
-    raise OperationError(f"domain {d.name}: guest NICs did not reach the lab's settings")
+    raise OperationError(f"domain {name}: guest NICs did not reach the lab's settings")
 
 
-def _nic_ok(seen: ObservedGuestNic | None, nic: Any) -> bool:
-    return (
-        seen is not None
-        and seen.up
-        and seen.combined == nic.queues
-        and (nic.ip is None or nic.ip in seen.addresses)
-    )
+_APPLY: dict[str, Callable[..., None]] = {
+    "domains-remove": _remove_domains,
+    "taps": _apply_taps,
+    "ovs": _apply_ovs,
+    "taps-remove": _remove_taps,
+    "domains": _converge_domains,
+    "guests": _converge_guests,
+}

@@ -32,11 +32,13 @@ class LabResult:
     domain_type: str | None = None  # "kvm" | "qemu"
     agent_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    readback_seconds: float = 0.0  # observing and planning again after applying
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.plan.to_dict(), "changed": self.changed, "backend": self.backend,
                 "domain_type": self.domain_type, "agent_seconds": self.agent_seconds,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3),
+                "readback_seconds": round(self.readback_seconds, 3)}
 
 
 # A lab file, or a lab already validated by ``spec.parse_lab`` (Ansible passes its `lab` var).
@@ -87,7 +89,9 @@ def plan_lab(path: LabSource, host: str | None = None) -> LabResult:
 
 def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: float = 300.0,
            on_plan: Any = None, host: str | None = None) -> LabResult:
-    """Converge the host to the lab; an empty plan changes nothing and says so.
+    """Converge the host to the lab, then read back: observe and plan again, and fail
+    naming every object that did not reach the lab's state. An empty plan changes nothing
+    and says so.
 
     With ``host``, the lab's VMs placed elsewhere are left out, so owned ones found here are
     removed (a VM moved to another hypervisor leaves this one).
@@ -100,10 +104,35 @@ def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: flo
         if not p.in_sync:
             if on_plan is not None:
                 on_plan(p)
-            applied = converge.apply_plan(b, p, want, progress, agent_timeout=agent_timeout)
+            applied = converge.apply_plan(b, p, progress, agent_timeout=agent_timeout)
             result.agent_seconds = applied.agent_seconds
+            t1 = time.monotonic()
+            residual = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
+            result.readback_seconds = time.monotonic() - t1
+            if not residual.in_sync:
+                raise ReadBackError(residual)
     result.seconds = time.monotonic() - t0
     return result
+
+
+class ReadBackError(OperationError):
+    """``up`` applied its plan, but reading the host back shows objects not in the lab's
+    state; the message has one line per object, saying what is wanted and what is there."""
+
+    def __init__(self, residual: plan.Plan) -> None:
+        self.residual = residual
+        lines = [f"lab {residual.lab}: after up, {len(residual.changes)} object(s) are not "
+                 "in the lab's state:"]
+        lines += [f"  {c.kind} {c.target}: {_wanted(c)}" for c in residual.changes]
+        super().__init__("\n".join(lines))
+
+
+def _wanted(change: plan.Change) -> str:
+    if change.before is None or change.after is None or not isinstance(change.after, dict):
+        return f"{change.reason} (wanted {change.after}, found {change.before})"
+    parts = [f"{k} is {change.before.get(k)!r}, want {v!r}" for k, v in change.after.items()
+             if not isinstance(change.before, dict) or change.before.get(k) != v]
+    return f"{change.reason}: {'; '.join(parts)}" if parts else change.reason
 
 
 def down_lab(path: LabSource, progress: Progress | None = None, check: bool = False,
@@ -117,5 +146,5 @@ def down_lab(path: LabSource, progress: Progress | None = None, check: bool = Fa
         if not p.in_sync and not check:
             if on_plan is not None:
                 on_plan(p)
-            converge.apply_plan(b, p, None, progress)
+            converge.apply_plan(b, p, progress)
     return LabResult(lab.name, p, not p.in_sync, seconds=time.monotonic() - t0)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import libvirt
 
 from provision.backends import agent
+from provision.core import compare
+from provision.core.desired import GuestNic
 from provision.core.observed import ObservedGuestNic
 from provision.verify import parse
 from provision.verify.matrix import Endpoint, pair_target, same_subnet
@@ -39,6 +41,16 @@ def run_sh(dom: libvirt.virDomain, script: str, args: list[str],
     return agent.guest_exec(dom, "/bin/sh", ["-c", script, "vlab", *args], timeout=timeout)
 
 
+@dataclass(frozen=True)
+class GuestIface:
+    """The guest interface an endpoint sends from: the NIC, or a VLAN interface on it."""
+
+    ifname: str  # what ping -I and iperf3 --bind-dev use
+    parent: str  # the virtio NIC, whose queues and counters carry the traffic
+    addresses: tuple[str, ...]
+    up: bool
+
+
 @dataclass
 class GuestView:
     """One VM's NICs as its agent reports them, or why the agent could not be asked."""
@@ -48,6 +60,23 @@ class GuestView:
 
     def nic(self, mac: str) -> ObservedGuestNic | None:
         return self.nics.get(mac)
+
+    def iface(self, ep: Endpoint) -> GuestIface | None:
+        nic = self.nics.get(ep.mac)
+        if nic is None:
+            return None
+        if ep.guest_vlan is None:
+            return GuestIface(nic.ifname, nic.ifname, nic.addresses, nic.up)
+        vlan = nic.vlan(ep.guest_vlan)
+        if vlan is None:
+            return None
+        return GuestIface(vlan.ifname, nic.ifname, vlan.addresses, vlan.up and nic.up)
+
+    def missing(self, ep: Endpoint) -> str:
+        """Why ``iface(ep)`` is None, for a failed check."""
+        if ep.guest_vlan is not None and ep.mac in self.nics:
+            return f"no VLAN {ep.guest_vlan} interface on the NIC with MAC {ep.mac} in the guest"
+        return f"no interface with MAC {ep.mac} in the guest"
 
 
 def observe_guest(dom: libvirt.virDomain | None, running: bool) -> GuestView:
@@ -59,12 +88,14 @@ def observe_guest(dom: libvirt.virDomain | None, running: bool) -> GuestView:
         return GuestView({}, f"the guest agent did not answer: {exc}")
 
 
-def healthy(nic: ObservedGuestNic | None, ep: Endpoint) -> bool:
-    """The guest NIC is there, up, and carries its address: it could answer a ping."""
-    return nic is not None and nic.up and (ep.ip is None or ep.ip in nic.addresses)
+def healthy(iface: GuestIface | None, ep: Endpoint) -> bool:
+    """The guest interface is there, up, and carries its address: it could answer a ping."""
+    return iface is not None and iface.up and (ep.ip is None or ep.ip in iface.addresses)
 
 
-def guest_nic_check(view: GuestView, ep: Endpoint) -> Check:
+def guest_nic_check(view: GuestView, ep: Endpoint, want: GuestNic) -> Check:
+    """The planner's comparison of the guest NIC (channels, link, addresses, VLAN
+    interfaces), plus what only verify looks at: the driver and the maximum channels."""
     if view.error:
         return verdict("guest.nic", ep.target, [view.error], {"mac": ep.mac})
     nic = view.nic(ep.mac)
@@ -76,17 +107,15 @@ def guest_nic_check(view: GuestView, ep: Endpoint) -> Check:
         problems.append(f"driver is {nic.driver}, not virtio_net")
     if nic.max_combined != ep.queues:
         problems.append(f"ethtool -l maximum combined is {nic.max_combined}, want {ep.queues}")
-    if nic.combined != ep.queues:
-        problems.append(f"ethtool -l current combined is {nic.combined}, want {ep.queues}")
-    if not nic.up:
-        problems.append(f"{nic.ifname} is down")
-    if ep.ip and ep.ip not in nic.addresses:
-        problems.append(f"address {ep.ip} is not set (has {list(nic.addresses) or 'none'})")
+    problems += [str(d) for d in compare.guest_nic_diffs(want, nic)]
     evidence = {"ifname": nic.ifname, "mac": nic.mac, "driver": nic.driver, "up": nic.up,
                 "max_combined": nic.max_combined, "combined": nic.combined,
-                "addresses": list(nic.addresses)}
+                "addresses": list(nic.addresses),
+                "vlans": [{"vid": v.vid, "ifname": v.ifname, "up": v.up,
+                           "addresses": list(v.addresses)} for v in nic.vlans]}
+    vlans = "".join(f", {v.ifname} {' '.join(v.addresses) or 'no address'}" for v in nic.vlans)
     ok = f"{nic.ifname} {nic.driver}, combined {nic.combined}/{nic.max_combined}, " \
-         f"{' '.join(nic.addresses) or 'no address'}"
+         f"{' '.join(nic.addresses) or 'no address'}{vlans}"
     return verdict("guest.nic", ep.target, problems, evidence, ok)
 
 
@@ -104,11 +133,11 @@ def ping_from(dom: libvirt.virDomain | None, view: GuestView,
         return {p: (view.error or "the domain is not running") for p in pings}
     runnable, out = [], {}
     for p in pings:
-        nic = view.nic(p.src.mac)
-        if nic is None:
-            out[p] = f"no interface with MAC {p.src.mac} in the guest"
+        iface = view.iface(p.src)
+        if iface is None:
+            out[p] = view.missing(p.src)
         else:
-            runnable.append((p, f"{nic.ifname},{p.dst.address}"))
+            runnable.append((p, f"{iface.ifname},{p.dst.address}"))
     if not runnable:
         return out
     try:
@@ -146,7 +175,7 @@ def isolation_check(p: Ping, result: tuple[int, int, str] | str,
                        "unanswered ping would prove routing, not VLAN isolation", base)
     if isinstance(result, str):
         return skipped("isolation", target, f"could not ping: {result}", base)
-    if not healthy(dst_view.nic(p.dst.mac), p.dst):
+    if not healthy(dst_view.iface(p.dst), p.dst):
         return skipped("isolation", target, f"{p.dst.target} is not up with its address, so "
                        "silence would prove nothing", base)
     sent, received, text = result

@@ -10,13 +10,12 @@ import libvirt
 
 from provision.backends import virt
 from provision.backends.ovs import Ovs
-from provision.core import domxml
-from provision.core.desired import OWNER_LAB, OWNER_NIC, OWNER_VM, DesiredDomain, DesiredLab
+from provision.core import compare, domxml
+from provision.core.desired import DesiredDomain, DesiredLab
 from provision.core.observed import ObservedLab
 from provision.verify.matrix import Endpoint
 from provision.verify.model import Check, verdict
 
-OWNER_KEYS = ("lab", "vm", "spec-hash", "backend")
 NIC_KEYS = ("type", "model", "backend", "queues", "tap", "rx_queue_size", "tx_queue_size")
 
 
@@ -48,49 +47,47 @@ def domain_checks(
         checks.append(verdict("domain.owner", target, [why], {}))
         checks += [verdict("domain.nic", ep.target, [why], {}) for ep in eps]
         return checks, False
-    wanted = domxml.domain_facts(want.xml)
-    have_owner, want_owner = live.get("owner") or {}, wanted.get("owner") or {}
-    problems = [f"metadata {k} is {have_owner.get(k)!r}, want {want_owner.get(k)!r}"
-                for k in OWNER_KEYS if have_owner.get(k) != want_owner.get(k)]
+    diffs = compare.domain_diffs(want.xml, live)
+    by_nic: dict[str, list[compare.Diff]] = {}
+    for d in diffs:
+        if d.key.startswith("interface "):
+            mac = d.key.split()[1].split(".", 1)[0]
+            by_nic.setdefault(mac, []).append(d)
+    have_owner = live.get("owner") or {}
+    problems = [str(d) for d in diffs if not d.key.startswith("interface ")]
     checks.append(verdict("domain.owner", target, problems, {"owner": have_owner},
                           f"owned by lab {have_owner.get('lab')}, spec-hash "
-                          f"{have_owner.get('spec-hash')}"))
+                          f"{have_owner.get('spec-hash')}, definition as rendered"))
     have_nics = {i["mac"]: i for i in live["interfaces"]}
-    want_nics = {i["mac"]: i for i in wanted["interfaces"]}
     for ep in eps:
-        checks.append(_nic_check(ep, have_nics.get(ep.mac), want_nics.get(ep.mac, {})))
+        checks.append(_nic_check(ep, have_nics.get(ep.mac), by_nic.get(ep.mac, [])))
     return checks, running
 
 
-def _nic_check(ep: Endpoint, have: dict[str, Any] | None, want: dict[str, Any]) -> Check:
+def _nic_check(ep: Endpoint, have: dict[str, Any] | None, diffs: list[compare.Diff]) -> Check:
     if have is None:
         return verdict("domain.nic", ep.target, [f"no <interface> with MAC {ep.mac} in the "
                                                  "live XML"], {"mac": ep.mac})
-    problems = [f"{k} is {have.get(k)!r}, want {want.get(k)!r}"
-                for k in NIC_KEYS if have.get(k) != want.get(k)]
+    problems = [str(d) for d in diffs]
     evidence = {k: have.get(k) for k in ("mac", *NIC_KEYS)}
     ok = f"{have.get('model')} queues={have.get('queues')} driver={have.get('backend')}"
     return verdict("domain.nic", ep.target, problems, evidence, ok)
 
 
-def tap_check(ep: Endpoint, observed: ObservedLab) -> Check:
+def tap_check(ep: Endpoint, want: DesiredLab, observed: ObservedLab) -> Check:
     tap = observed.taps.get(ep.tap)
-    if tap is None:
+    desired = next((t for t in want.taps if t.name == ep.tap), None)
+    if tap is None or desired is None:
         return verdict("tap", ep.target, [f"tap {ep.tap} does not exist"], {"tap": ep.tap})
-    owner = tap.owner or {}
-    want_owner = {"lab": ep.lab, "vm": ep.vm, "nic": str(ep.index)}
-    problems = []
-    if {k: owner.get(k) for k in want_owner} != want_owner:
-        problems.append(f"ifalias owner is {owner or 'absent'}, want {want_owner}")
-    if not tap.up:
-        problems.append("link is down")
-    if not tap.multi_queue:
-        problems.append("not multi_queue")
+    problems = [str(d) for d in compare.tap_diffs(desired, tap)]
+    # While the VM runs, QEMU holds one fd per queue: evidence the plan does not need.
     if tap.queues_attached != ep.queues:
         problems.append(f"{tap.queues_attached} queues attached, want {ep.queues}")
     evidence = {"tap": ep.tap, "up": tap.up, "multi_queue": tap.multi_queue,
-                "queues_attached": tap.queues_attached, "owner": owner}
-    ok = f"{ep.tap} up, multi_queue, {tap.queues_attached} queues attached"
+                "queues_attached": tap.queues_attached,
+                "owner": vars(tap.owner) if tap.owner else None}
+    flag = "multi_queue" if tap.multi_queue else "single queue"
+    ok = f"{ep.tap} up, {flag}, {tap.queues_attached} queues attached"
     return verdict("tap", ep.target, problems, evidence, ok)
 
 
@@ -103,38 +100,24 @@ def bridge_checks(want: DesiredLab, observed: ObservedLab) -> list[Check]:
                                   {}))
             continue
         dtype = seen.datapath_type or "system"
-        problems = [] if dtype == br.datapath_type else [
-            f"datapath_type is {dtype}, want {br.datapath_type}"]
-        evidence = {"datapath_type": dtype, "owner": seen.owner, "ports": list(seen.ports)}
-        owner = f"owned by {seen.owner}" if seen.owner else "the user's, used by the lab"
+        problems = [str(d) for d in compare.bridge_diffs(br, seen)]
+        lab = seen.owner.lab if seen.owner else None
+        evidence = {"datapath_type": dtype, "owner": lab, "ports": list(seen.ports)}
+        owner = f"owned by {lab}" if lab else "the user's, used by the lab"
         checks.append(verdict("ovs.bridge", br.name, problems, evidence,
                               f"datapath_type {dtype}, {owner}"))
     return checks
 
 
-def port_check(ep: Endpoint, observed: ObservedLab) -> Check:
+def port_check(ep: Endpoint, want: DesiredLab, observed: ObservedLab) -> Check:
     port = observed.ports.get(ep.tap)
-    if port is None:
+    desired = next((p for p in want.ports if p.name == ep.tap), None)
+    if port is None or desired is None:
         return verdict("ovs.port", ep.target, [f"port {ep.tap} is not in OVSDB"],
                        {"port": ep.tap})
-    problems = []
-    if port.bridge != ep.bridge:
-        problems.append(f"on bridge {port.bridge or '(none)'}, want {ep.bridge}")
-    if port.tag != ep.vlan:
-        problems.append(f"tag is {port.tag}, want {ep.vlan}")
-    if port.trunks != ep.trunks:
-        problems.append(f"trunks are {list(port.trunks)}, want {list(ep.trunks)}")
-    if not port.ofport or port.ofport <= 0:
-        problems.append(f"ofport is {port.ofport}: ovs-vswitchd did not attach it")
-    if port.error:
-        problems.append(f"Interface error: {port.error}")
-    ids = {OWNER_LAB: ep.lab, OWNER_VM: ep.vm, OWNER_NIC: str(ep.index)}
-    have = {k: port.external_ids.get(k) for k in ids}
-    if have != ids:
-        problems.append(f"external_ids {have}, want {ids}")
-    evidence = {"port": port.name, "bridge": port.bridge, "tag": port.tag,
-                "trunks": list(port.trunks), "ofport": port.ofport, "error": port.error,
-                "external_ids": have}
+    problems = [str(d) for d in compare.port_diffs(desired, port)]
+    evidence = {**compare.port_view(port), "port": port.name, "ofport": port.ofport,
+                "error": port.error}
     vlan = f"tag {port.tag}" if port.tag else f"trunks {list(port.trunks)}" if port.trunks \
         else "untagged"
     ok = f"on {port.bridge}, {vlan}, ofport {port.ofport}"

@@ -3,17 +3,19 @@ reachability and isolation pairs, and the pairs that drive traffic over every qu
 
 A segment is a bridge plus a VLAN. An access port (``vlan: N``) is on segment N; a port with
 neither ``vlan`` nor ``trunks`` carries the guest's untagged frames on OVS's native VLAN 0. A
-trunk port carries only tagged frames, and the embedded guest sends untagged ones, so trunk
-NICs are left out of the matrix (with the reason).
+trunk port carries only tagged frames: the guest reaches VLAN N of a trunk through its VLAN
+interface ``<nic>.N``, so each trunk VLAN with an address is an endpoint of its own, on
+segment N, and takes part in reachability, isolation and traffic like an access NIC.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from provision.core.spec import Lab, domain_name, nic_mac, nic_queues, tap_name
+from provision.core.owner import domain_name, nic_mac, tap_name
+from provision.core.spec import Lab, nic_queues
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,12 @@ class Endpoint:
     trunks: tuple[int, ...]
     queues: int
     vcpus: int
+    guest_vlan: int | None = None  # a trunk VLAN: the guest's VLAN interface <nic>.<vid>
 
     @property
     def target(self) -> str:
-        return f"{self.lab}/{self.vm}/{self.index}"
+        nic = f"{self.lab}/{self.vm}/{self.index}"
+        return nic if self.guest_vlan is None else f"{nic}.{self.guest_vlan}"
 
     @property
     def address(self) -> str | None:
@@ -56,15 +60,30 @@ class Endpoint:
 
 
 def endpoints(lab: Lab) -> list[Endpoint]:
+    """One endpoint per NIC: what the per-NIC hops (domain, QEMU, tap, OVS, guest) check."""
     out = []
     for vm in lab.vms:
         for i, nic in enumerate(vm.nics):
             out.append(Endpoint(
                 lab=lab.name, vm=vm.name, index=i, domain=domain_name(lab.name, vm.name),
-                tap=tap_name(lab.name, vm.name, i), mac=nic_mac(lab.name, vm.name, i, nic),
+                tap=tap_name(lab.name, vm.name, i), mac=nic_mac(lab.name, vm.name, i, nic.mac),
                 ip=str(nic.ip) if nic.ip else None, bridge=nic.bridge, vlan=nic.vlan,
-                trunks=tuple(nic.trunks or ()), queues=nic_queues(vm, nic), vcpus=vm.vcpus,
+                trunks=nic.trunk_vlans, queues=nic_queues(vm, nic), vcpus=vm.vcpus,
             ))
+    return out
+
+
+def l3_endpoints(lab: Lab) -> list[Endpoint]:
+    """The endpoints of the reachability matrix and traffic: each access or untagged NIC,
+    and in place of a trunk NIC each of its VLANs (a guest VLAN interface)."""
+    out = []
+    for ep in endpoints(lab):
+        nic = lab.vm(ep.vm).nics[ep.index]
+        if not nic.trunks:
+            out.append(ep)
+            continue
+        out += [replace(ep, ip=str(t.ip) if t.ip else None, vlan=t.vlan, trunks=(),
+                        guest_vlan=t.vlan) for t in nic.trunks]
     return out
 
 
@@ -73,15 +92,14 @@ def pair_target(a: Endpoint, b: Endpoint) -> str:
 
 
 def excluded(eps: list[Endpoint]) -> list[tuple[Endpoint, str]]:
-    """NICs the reachability matrix cannot judge, with the reason."""
+    """Endpoints (of ``l3_endpoints``) the reachability matrix cannot judge, with the reason."""
     out = []
     for ep in eps:
         if ep.segment is None:
-            out.append((ep, "trunk port: the guest sends untagged frames, which a trunk "
-                            "without a native VLAN drops; the embedded guest has no VLAN "
-                            "interfaces"))
+            out.append((ep, "trunk port: its VLANs are the endpoints, not the NIC"))
         elif ep.address is None:
-            out.append((ep, "no ip in the lab file: nothing to ping"))
+            where = f"trunks VLAN {ep.guest_vlan}" if ep.guest_vlan else "the NIC"
+            out.append((ep, f"no ip for {where} in the lab file: nothing to ping"))
     return out
 
 

@@ -19,6 +19,7 @@ from provision.backends import virt
 from provision.core import spec
 from provision.core.desired import DesiredLab, desired_state
 from provision.core.observed import ObservedLab
+from provision.core.owner import owned_by
 from provision.engine.converge import (
     Backends,
     NoProgress,
@@ -64,12 +65,9 @@ def load_for_verify(path: LabSource) -> tuple[spec.Lab, DesiredLab, HostCaps]:
 
 
 def _require_lab(observed: ObservedLab, lab: str, path: LabSource) -> None:
-    owned = (
-        any((d.owner or {}).get("lab") == lab for d in observed.domains.values())
-        or any(p.owner == lab for p in observed.ports.values())
-        or any((t.owner or {}).get("lab") == lab for t in observed.taps.values())
-        or any(b.owner == lab for b in observed.bridges.values())
-    )
+    objects = [*observed.domains.values(), *observed.ports.values(),
+               *observed.taps.values(), *observed.bridges.values()]
+    owned = any(owned_by(o.owner, lab) for o in objects)
     if not owned:
         raise HostError(f"lab {lab} is not on this host: no domain, tap, OVS port or bridge "
                         f"of it exists; run `provision up {_file_name(path)}` first")
@@ -87,10 +85,11 @@ def _vm_phase(b: Backends, lab: spec.Lab, want: DesiredLab, vm: spec.VmSpec,
     more, actual = qemu.qemu_checks(desired.name, target, eps, lab.backend, resolved,
                                     running)
     checks += more
-    checks += [host_checks.tap_check(ep, observed) for ep in eps]
+    checks += [host_checks.tap_check(ep, want, observed) for ep in eps]
     dom = virt.lookup(b.conn, desired.name)
     view = guest.observe_guest(dom, running)
-    checks += [guest.guest_nic_check(view, ep) for ep in eps]
+    nics = {n.mac: n for n in desired.nics}
+    checks += [guest.guest_nic_check(view, ep, nics[ep.mac]) for ep in eps]
     return VmState(desired.name, dom, running, actual, view, checks)
 
 
@@ -147,6 +146,7 @@ def verify_lab(path: LabSource, progress: Progress | None = None,
     progress = progress or NoProgress()
     lab, want, caps = load_for_verify(path)
     eps = matrix.endpoints(lab)
+    l3 = matrix.l3_endpoints(lab)
     by_vm: dict[str, list[Endpoint]] = defaultdict(list)
     for ep in eps:
         by_vm[ep.vm].append(ep)
@@ -163,11 +163,11 @@ def verify_lab(path: LabSource, progress: Progress | None = None,
         states = {s.domain: s for s in parallel(vm_phase, lab.vms)}
         checks = [c for s in states.values() for c in s.checks]
         checks += host_checks.bridge_checks(want, observed)
-        checks += [host_checks.port_check(ep, observed) for ep in eps]
+        checks += [host_checks.port_check(ep, want, observed) for ep in eps]
         task = progress.task("reachability matrix (pings inside the guests)", 1)
-        checks += _matrix_checks(eps, states)
+        checks += _matrix_checks(l3, states)
         progress.advance(task)
-        checks += _traffic_checks(b, eps, states, perf, progress)
+        checks += _traffic_checks(b, l3, states, perf, progress)
     checks.sort(key=hop_order)
     actual = parse.combine_backends([s.backend for s in states.values()
                                       if s.backend is not None])

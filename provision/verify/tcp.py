@@ -31,11 +31,11 @@ while [ $i -lt 150 ]; do
 done
 echo "@@ snmp"; cat /proc/net/snmp
 """
-# $1 = IFNAME, $2 = PEER, $3 = seconds, $4 = "pin" to put stream k on
-# CPU k, $5.. = ports: one stream per port, all at once.
+# $1 = IFNAME (the NIC or a VLAN interface on it), $2 = the NIC, $3 = PEER, $4 = seconds,
+# $5 = "pin" to put stream k on CPU k, $6.. = ports: one stream per port, all at once.
 _CLIENTS = r"""
-ifn=$1; peer=$2; secs=$3; pin=$4; shift 4
-echo "@@ before ethtool"; ethtool -S "$ifn"
+ifn=$1; nic=$2; peer=$3; secs=$4; pin=$5; shift 5
+echo "@@ before ethtool"; ethtool -S "$nic"
 k=0
 for p in "$@"; do
   aff=""; [ "$pin" = pin ] && aff="-A $k"
@@ -45,7 +45,7 @@ for p in "$@"; do
   k=$((k+1))
 done
 wait
-echo "@@ after ethtool"; ethtool -S "$ifn"
+echo "@@ after ethtool"; ethtool -S "$nic"
 k=0
 for p in "$@"; do
   echo "@@ iperf $k $(cat "/tmp/vl-iperf-rc.$$.$k")"; cat "/tmp/vl-iperf.$$.$k"; echo
@@ -81,12 +81,12 @@ def iperf(doms: dict[str, libvirt.virDomain | None], views: dict[str, GuestView]
           pinned: bool) -> dict[str, Any] | str:
     """iperf3 from ``a`` to ``b``, one stream per port; rates, queue deltas, csum errors."""
     da, db = doms.get(a.domain), doms.get(b.domain)
-    nic = views[a.domain].nic(a.mac)
-    if da is None or db is None or nic is None or views[b.domain].error:
+    iface = views[a.domain].iface(a)
+    if da is None or db is None or iface is None or views[b.domain].error:
         return "a guest of the pair is not up"
     try:
         _c, srv, _e = run_sh(db, _SERVERS, [str(p) for p in ports], timeout=20)
-        args = [nic.ifname, b.address or "", str(secs), "pin" if pinned else "-",
+        args = [iface.ifname, iface.parent, b.address or "", str(secs), "pin" if pinned else "-",
                 *map(str, ports)]
         _c, out, err = run_sh(da, _CLIENTS, args, timeout=secs + 40)
         _c, srv_after, _e = run_sh(db, "cat /proc/net/snmp", [], timeout=10)

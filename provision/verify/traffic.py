@@ -59,11 +59,11 @@ def _drive(dom: libvirt.virDomain | None, view: GuestView, vcpus: int,
         return view.error or "the domain is not running"
     targets, ifnames = [], []
     for src, dst in flows:
-        nic = view.nic(src.mac)
-        if nic is None:
-            return f"no interface with MAC {src.mac} in the guest"
-        targets.append(f"{nic.ifname},{dst.address}")
-        ifnames.append(nic.ifname)
+        iface = view.iface(src)
+        if iface is None:
+            return view.missing(src)
+        targets.append(f"{iface.ifname},{dst.address}")
+        ifnames.append(iface.parent)  # a VLAN's traffic moves its NIC's queues
     args = [str(vcpus), " ".join(sorted(set(ifnames))), *targets]
     try:
         code, out, err = run_sh(dom, _QUEUE_TRAFFIC, args, timeout=30 + 4 * vcpus)
@@ -133,12 +133,12 @@ def _wait_ovs(ovs: Ovs, before: dict[str, dict[str, int]],
 
 def _queue_check(ep: Endpoint, peers: list[str], view: GuestView, result: Counters | str,
                  ovs: dict[str, Any]) -> Check:
-    nic = view.nic(ep.mac)
-    if isinstance(result, str) or nic is None:
-        why = result if isinstance(result, str) else f"no interface with MAC {ep.mac}"
+    iface = view.iface(ep)
+    if isinstance(result, str) or iface is None:
+        why = result if isinstance(result, str) else view.missing(ep)
         return verdict("queues", ep.target, [f"could not drive traffic: {why}"],
                        {"peers": peers})
-    d = _queue_deltas(result, nic.ifname, ep.queues)
+    d = _queue_deltas(result, iface.parent, ep.queues)
     flows = ep.vcpus * len(peers)
     problems = []
     idle = _idle_queues(d)
@@ -148,7 +148,8 @@ def _queue_check(ep: Endpoint, peers: list[str], view: GuestView, result: Counte
         problems.append(f"OVS port {ep.tap} counters did not advance in "
                         f"{ovs['waited_s']} s (rx +{ovs['rx_packets']}, "
                         f"tx +{ovs['tx_packets']})")
-    evidence = {"ifname": nic.ifname, "peers": peers, "flows": flows, **d, "ovs": ovs}
+    evidence = {"ifname": iface.ifname, "nic": iface.parent, "peers": peers, "flows": flows,
+                **d, "ovs": ovs}
     ok = (f"{ep.queues} RX + {ep.queues} TX queues moved ({d['source']}), {flows} flows sent, "
           f"OVS rx +{ovs['rx_packets']} tx +{ovs['tx_packets']}")
     return verdict("queues", ep.target, problems, evidence, ok)

@@ -35,7 +35,7 @@ BASE: dict[str, Any] = {
         {"name": "vm1", "vcpus": 4, "nics": [
             {"bridge": "br-ut", "vlan": 100, "queues": 4, "ip": "10.9.0.1/24"}]},
         {"name": "vm2", "vcpus": 2, "memory_mib": 192, "nics": [
-            {"bridge": "br-ut", "trunks": [200, 100], "ip": "10.9.0.2/24",
+            {"bridge": "br-ut", "trunks": [200, {"vlan": 100, "ip": "10.9.0.2/24"}],
              "mac": "52:54:00:00:00:02", "rx_queue_size": 1024}]},
     ],
 }

@@ -5,15 +5,17 @@ from __future__ import annotations
 import pytest
 
 from provision.core import domxml
-from provision.core.desired import OWNER_LAB, DesiredLab, desired_state, parse_tap_alias
+from provision.core.desired import DesiredLab, desired_state
 from provision.core.observed import (
     ObservedBridge,
     ObservedDomain,
     ObservedGuestNic,
+    ObservedGuestVlan,
     ObservedLab,
     ObservedPort,
     ObservedTap,
 )
+from provision.core.owner import OWNER_LAB, Owner
 from provision.core.plan import ConflictError, plan_changes, plan_teardown
 
 from .helpers import IMAGE, caps, lab
@@ -29,18 +31,20 @@ def in_sync(want: DesiredLab) -> ObservedLab:
     seen = ObservedLab(lab=want.lab, guests_observed=True)
     for b in want.bridges:
         ports = tuple(p.name for p in want.ports if p.bridge == b.name)
-        seen.bridges[b.name] = ObservedBridge(b.name, b.datapath_type, want.lab, ports)
+        seen.bridges[b.name] = ObservedBridge(b.name, b.datapath_type, Owner(want.lab), ports)
     for t in want.taps:
-        seen.taps[t.name] = ObservedTap(t.name, parse_tap_alias(t.alias), True, True, t.queues)
+        seen.taps[t.name] = ObservedTap(t.name, t.owner, True, t.multi_queue, t.queues)
     for p in want.ports:
         seen.ports[p.name] = ObservedPort(p.name, p.bridge, p.tag, p.trunks,
                                           {**p.external_ids, "attached-mac": "x"}, 1, None)
     for d in want.domains:
         facts = domxml.domain_facts(d.xml)
-        seen.domains[d.name] = ObservedDomain(d.name, facts["owner"], True, facts)
+        seen.domains[d.name] = ObservedDomain(d.name, Owner(want.lab, d.vm), True, facts)
         seen.guests[d.name] = {
             n.mac: ObservedGuestNic(n.mac, "eth0", n.queues, n.queues,
-                                    (n.ip,) if n.ip else (), True, "virtio_net")
+                                    (n.ip,) if n.ip else (), True, "virtio_net",
+                                    tuple(ObservedGuestVlan(v.vid, f"eth0.{v.vid}", (v.ip,), True)
+                                          for v in n.vlans))
             for n in d.nics
         }
     return seen
@@ -157,3 +161,74 @@ def test_teardown_removes_an_owned_bridge_once_it_is_empty(want: DesiredLab) -> 
     seen = in_sync(want)
     plan = plan_teardown(seen)
     assert ("bridge", "br-ut") in {(c.kind, c.target) for c in plan.changes}
+
+
+def _respec(**vm1: object) -> DesiredLab:
+    from provision.core.spec import parse_lab
+
+    data = lab().model_dump(mode="json", exclude_none=True)
+    data["vms"][0].update(vm1)
+    return desired_state(parse_lab(data), caps(), IMAGE)
+
+
+def test_one_queue_nics_get_plain_taps_and_many_queue_nics_multi_queue_taps() -> None:
+    one = _respec(vcpus=1, nics=[{"bridge": "br-ut", "vlan": 100}])
+    assert [(t.name, t.queues, t.multi_queue) for t in one.taps] == [
+        ("ut-vm1-0", 1, False), ("ut-vm2-0", 2, True)]
+    created = plan_changes(one, ObservedLab(lab="ut")).by_phase("taps")
+    assert [c.after["multi_queue"] for c in created] == [False, True]
+    assert plan_changes(one, in_sync(one)).in_sync
+
+
+def test_queues_across_one_and_many_replace_the_tap_and_the_domain(want: DesiredLab) -> None:
+    seen = in_sync(want)  # vm1 has 4 queues on a multi_queue tap, running
+    one = _respec(nics=[{"bridge": "br-ut", "vlan": 100, "queues": 1, "ip": "10.9.0.1/24"}])
+    plan = plan_changes(one, seen)
+    tap = next(c for c in plan.changes if c.kind == "tap")
+    assert (tap.action, tap.target, tap.before, tap.after) == (
+        "replace", "ut-vm1-0", {"multi_queue": True}, {"multi_queue": False})
+    dom = next(c for c in plan.changes if c.kind == "domain")
+    assert (dom.action, dom.target) == ("replace", "ut-vm1")
+    # and back: the observed single-queue tap is replaced by a multi_queue one
+    seen_one = in_sync(one)
+    back = plan_changes(want, seen_one)
+    assert [(c.action, c.kind, c.target) for c in back.changes] == [
+        ("replace", "tap", "ut-vm1-0"), ("replace", "domain", "ut-vm1")]
+
+
+def test_a_port_ovs_could_not_attach_is_recreated_quoting_the_error(want: DesiredLab) -> None:
+    seen = in_sync(want)
+    p = seen.ports["ut-vm1-0"]
+    seen.ports[p.name] = ObservedPort(p.name, p.bridge, p.tag, p.trunks, p.external_ids, -1,
+                                      "could not open network device ut-vm1-0 (No such device)")
+    plan = plan_changes(want, seen)
+    (change,) = plan.changes
+    assert (change.action, change.kind, change.target) == ("replace", "port", "ut-vm1-0")
+    assert "No such device" in change.reason and change.desired == want.ports[0]
+
+
+def test_every_change_carries_the_object_it_brings_about(want: DesiredLab) -> None:
+    from provision.core.desired import DesiredBridge, DesiredDomain, DesiredPort, DesiredTap
+
+    plan = plan_changes(want, ObservedLab(lab=want.lab))
+    types = {"bridge": DesiredBridge, "port": DesiredPort, "tap": DesiredTap,
+             "domain": DesiredDomain}
+    assert all(isinstance(c.desired, types[c.kind]) and c.desired.name == c.target
+               for c in plan.changes)
+    assert all(c.desired is None for c in plan_teardown(in_sync(want)).changes)
+
+
+def test_a_missing_guest_vlan_interface_is_configured(want: DesiredLab) -> None:
+    from provision.core.desired import GuestNic
+
+    seen = in_sync(want)
+    nic = want.domains[1].nics[0]
+    g = seen.guests["ut-vm2"][nic.mac]
+    seen.guests["ut-vm2"][nic.mac] = ObservedGuestNic(g.mac, g.ifname, g.combined,
+                                                      g.max_combined, g.addresses, g.up,
+                                                      g.driver, ())
+    (change,) = plan_changes(want, seen).changes
+    assert (change.action, change.kind, change.target) == (
+        "configure", "guest-nic", f"ut-vm2/{nic.mac}")
+    assert change.after == {"vlan 100": "10.9.0.2/24"} and change.before == {"vlan 100": None}
+    assert isinstance(change.desired, GuestNic) and change.desired.vlans[0].vid == 100

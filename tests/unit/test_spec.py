@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from provision.core.spec import load_lab, nic_mac, parse_lab, tap_name
+from provision.core.owner import nic_mac, tap_name
+from provision.core.spec import load_lab, parse_lab
 from provision.errors import SpecError
 
 from .helpers import lab, lab_data
@@ -60,7 +61,14 @@ def _mutated(path: list, value: object) -> dict:
          "multicast"),
         (["vms", 0, "nics", 0, "mac"], "52:54:00:00:00:02", "lab.vms[1].nics[0].mac",
          "also used"),
-        (["vms", 1, "nics", 0, "ip"], "10.9.0.1/24", "lab.vms[1].nics[0].ip", "also used"),
+        (["vms", 1, "nics", 0, "trunks", 1, "ip"], "10.9.0.1/24",
+         "lab.vms[1].nics[0].trunks[1].ip", "also used"),
+        (["vms", 1, "nics", 0, "ip"], "10.9.9.9/24", "lab.vms[1].nics[0].ip",
+         "give it to a VLAN"),
+        (["vms", 1, "nics", 0, "trunks", 1, "vlan"], 5000, "lab.vms[1].nics[0].trunks[1].vlan",
+         "less than"),
+        (["vms", 1, "nics", 0, "trunks", 1, "mtu"], 9000, "lab.vms[1].nics[0].trunks[1].mtu",
+         "unknown key"),
         (["vms", 1, "nics", 0, "ip"], "10.9.0.300/24", "lab.vms[1].nics[0].ip", "IPv4"),
         (["vms", 1, "name"], "vm1", "lab.vms[1].name", "used twice"),
         (["vms", 0, "nics", 0, "bridge"], "br-x", "lab.vms[0].nics[0].bridge",
@@ -101,12 +109,15 @@ def test_file_errors_are_spec_errors(tmp_path: Path) -> None:
 
 
 def test_defaults_and_derived_names_are_stable() -> None:
-    a, b = lab(), lab()
-    assert a == b
-    vm2 = a.vms[1]
-    assert vm2.nics[0].trunks == (100, 200), "trunks are normalised sorted"
-    assert nic_mac("ut", "vm1", 0) == nic_mac("ut", "vm1", 0) != nic_mac("ut", "vm1", 1)
-    assert nic_mac("ut", "vm2", 0, vm2.nics[0]) == "52:54:00:00:00:02"
+    parsed = lab()
+    assert parsed.vms[0].vcpus == 4 and parsed.vms[1].vcpus == 2 and parsed.backend == "auto"
+    vm2 = parsed.vms[1]
+    assert vm2.nics[0].trunk_vlans == (100, 200), "trunks are normalised sorted"
+    assert [str(t.ip) if t.ip else None for t in vm2.nics[0].trunks] == [None, "10.9.0.2/24"]
+    # Derived MACs must not change between releases: a rebuilt lab keeps its guests' MACs.
+    assert nic_mac("ut", "vm1", 0) == "52:54:00:85:a9:01"
+    assert len({nic_mac("ut", "vm1", 0), nic_mac("ut", "vm1", 1), nic_mac("uu", "vm1", 0)}) == 3
+    assert nic_mac("ut", "vm2", 0, vm2.nics[0].mac) == "52:54:00:00:00:02"
 
 
 def test_tap_names_fit_ifnamsiz() -> None:

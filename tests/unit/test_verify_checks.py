@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from provision.core.observed import ObservedGuestNic, ObservedLab, ObservedPort, ObservedTap
+from provision.core.desired import GuestNic, GuestVlan, desired_state
+from provision.core.observed import (
+    ObservedGuestNic,
+    ObservedGuestVlan,
+    ObservedLab,
+    ObservedPort,
+    ObservedTap,
+)
+from provision.core.owner import Owner
 from provision.verify import guest, host_checks, matrix, qemu
 from provision.verify.model import FAIL, PASS, SKIP
 
+from .helpers import IMAGE, caps
 from .test_verify_matrix import DEMO
 
 EPS = matrix.endpoints(DEMO)
 VM1, VM2, VM3 = EPS
+WANT = desired_state(DEMO, caps(), IMAGE)
+NIC1 = GuestNic("t-vm1", VM1.mac, "10.0.0.1/24", 2)
 IDS = {"virtio-lab-lab": "t", "virtio-lab-vm": "vm1", "virtio-lab-nic": "0"}
 
 
@@ -22,19 +33,32 @@ def gnic(**kw: object) -> ObservedGuestNic:
 
 
 def test_guest_nic_passes_when_it_matches_the_spec() -> None:
-    check = guest.guest_nic_check(guest.GuestView({VM1.mac: gnic()}), VM1)
+    check = guest.guest_nic_check(guest.GuestView({VM1.mac: gnic()}), VM1, NIC1)
     assert check.status == PASS and check.evidence["combined"] == 2
 
 
 def test_guest_nic_names_lowered_channels_and_link_down() -> None:
-    check = guest.guest_nic_check(guest.GuestView({VM1.mac: gnic(combined=1, up=False)}), VM1)
+    check = guest.guest_nic_check(guest.GuestView({VM1.mac: gnic(combined=1, up=False)}), VM1,
+                                  NIC1)
     assert check.status == FAIL
-    assert "current combined is 1, want 2" in check.detail and "eth0 is down" in check.detail
+    assert "combined is 1, want 2" in check.detail and "up is False, want True" in check.detail
+
+
+def test_guest_nic_wants_each_trunk_vlan_interface_with_its_address() -> None:
+    want = GuestNic("t-vm1", VM1.mac, None, 2, (GuestVlan(30, "10.0.30.1/24"),
+                                                 GuestVlan(31, "10.0.31.1/24")))
+    vlan30 = ObservedGuestVlan(30, "eth0.30", ("10.0.30.1/24",), True)
+    good = gnic(addresses=(), vlans=(vlan30, ObservedGuestVlan(31, "eth0.31",
+                                                             ("10.0.31.1/24",), True)))
+    assert guest.guest_nic_check(guest.GuestView({VM1.mac: good}), VM1, want).status == PASS
+    missing = gnic(addresses=(), vlans=(vlan30,))
+    check = guest.guest_nic_check(guest.GuestView({VM1.mac: missing}), VM1, want)
+    assert check.status == FAIL and "vlan 31 is None, want '10.0.31.1/24'" in check.detail
 
 
 def test_guest_nic_fails_without_agent_or_mac() -> None:
-    assert guest.guest_nic_check(guest.GuestView({}, "agent silent"), VM1).status == FAIL
-    check = guest.guest_nic_check(guest.GuestView({"52:54:00:ff:ff:ff": gnic()}), VM1)
+    assert guest.guest_nic_check(guest.GuestView({}, "agent silent"), VM1, NIC1).status == FAIL
+    check = guest.guest_nic_check(guest.GuestView({"52:54:00:ff:ff:ff": gnic()}), VM1, NIC1)
     assert check.status == FAIL and "no interface with MAC" in check.detail
 
 
@@ -43,25 +67,38 @@ def observed(**kw: object) -> ObservedLab:
 
 
 def test_tap_check_wants_up_multi_queue_and_every_queue_attached() -> None:
-    owner = {"lab": "t", "vm": "vm1", "nic": "0"}
+    owner = Owner("t", "vm1", 0)
     good = observed(taps={VM1.tap: ObservedTap(VM1.tap, owner, True, True, 2)})
-    assert host_checks.tap_check(VM1, good).status == PASS
+    assert host_checks.tap_check(VM1, WANT, good).status == PASS
     bad = observed(taps={VM1.tap: ObservedTap(VM1.tap, owner, True, False, 1)})
-    check = host_checks.tap_check(VM1, bad)
-    assert check.status == FAIL and "not multi_queue" in check.detail
+    check = host_checks.tap_check(VM1, WANT, bad)
+    assert check.status == FAIL and "multi_queue is False, want True" in check.detail
     assert "1 queues attached, want 2" in check.detail
-    assert host_checks.tap_check(VM1, observed()).status == FAIL
+    assert host_checks.tap_check(VM1, WANT, observed()).status == FAIL
+
+
+def test_a_one_queue_nic_wants_a_tap_without_multi_queue() -> None:
+    one = matrix.endpoints(DEMO.model_copy(update={"vms": (DEMO.vms[0].model_copy(
+        update={"vcpus": 1}),)}))[0]
+    want = desired_state(DEMO.model_copy(update={"vms": (DEMO.vms[0].model_copy(
+        update={"vcpus": 1}),)}), caps(), IMAGE)
+    owner = Owner("t", "vm1", 0)
+    plain = observed(taps={one.tap: ObservedTap(one.tap, owner, True, False, 1)})
+    assert host_checks.tap_check(one, want, plain).status == PASS
+    multi = observed(taps={one.tap: ObservedTap(one.tap, owner, True, True, 1)})
+    check = host_checks.tap_check(one, want, multi)
+    assert check.status == FAIL and "multi_queue is True, want False" in check.detail
 
 
 def test_port_check_names_a_wrong_tag_and_missing_ofport() -> None:
     port = ObservedPort(VM1.tap, "br-t", 100, (), dict(IDS), ofport=3, error=None)
-    assert host_checks.port_check(VM1, observed(ports={VM1.tap: port})).status == PASS
+    assert host_checks.port_check(VM1, WANT, observed(ports={VM1.tap: port})).status == PASS
     moved = ObservedPort(VM1.tap, "br-t", 300, (), dict(IDS), ofport=-1, error="no such dev")
-    check = host_checks.port_check(VM1, observed(ports={VM1.tap: moved}))
+    check = host_checks.port_check(VM1, WANT, observed(ports={VM1.tap: moved}))
     assert check.status == FAIL
-    assert "tag is 300, want 100" in check.detail and "ofport is -1" in check.detail
+    assert "tag is 300, want 100" in check.detail and "ofport -1" in check.detail
     assert "no such dev" in check.detail
-    absent = host_checks.port_check(VM1, observed())
+    absent = host_checks.port_check(VM1, WANT, observed())
     assert absent.status == FAIL and "not in OVSDB" in absent.detail
 
 

@@ -17,7 +17,7 @@ def vm(name: str, *nics: dict[str, Any], vcpus: int = 2) -> dict[str, Any]:
 
 
 def nic(ip: str | None, vlan: int | None = None, bridge: str = "br-t",
-        trunks: list[int] | None = None) -> dict[str, Any]:
+        trunks: list[Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"bridge": bridge}
     if ip:
         out["ip"] = ip
@@ -68,12 +68,29 @@ def test_odd_segment_pairs_the_last_nic_with_a_covered_one() -> None:
     assert covered == {"t/vm1/0", "t/vm2/0", "t/vm3/0"}
 
 
-def test_trunks_and_missing_addresses_are_excluded_with_a_reason() -> None:
-    eps = matrix.endpoints(lab([vm("vm1", nic("10.0.0.1/24", trunks=[100, 200])),
-                                vm("vm2", nic(None, 100)), vm("vm3", nic("10.0.0.3/24", 100))]))
+def test_trunk_vlans_are_endpoints_and_missing_addresses_are_excluded() -> None:
+    router = nic(None, trunks=[{"vlan": 100, "ip": "10.0.0.1/24"}, 200,
+                               {"vlan": 300, "ip": "10.3.0.1/24"}])
+    lab3 = lab([vm("vm1", router), vm("vm2", nic(None, 100)), vm("vm3", nic("10.0.0.3/24", 100)),
+                vm("vm4", nic("10.3.0.4/24", 300))])
+    per_nic = matrix.endpoints(lab3)
+    assert [e.target for e in per_nic] == ["t/vm1/0", "t/vm2/0", "t/vm3/0", "t/vm4/0"]
+    assert per_nic[0].trunks == (100, 200, 300) and per_nic[0].segment is None
+    eps = matrix.l3_endpoints(lab3)
+    assert [e.target for e in eps] == ["t/vm1/0.100", "t/vm1/0.200", "t/vm1/0.300", "t/vm2/0",
+                                       "t/vm3/0", "t/vm4/0"]
+    vlan100 = eps[0]
+    assert (vlan100.segment, vlan100.address, vlan100.tap, vlan100.guest_vlan) == (
+        ("br-t", 100), "10.0.0.1", "t-vm1-0", 100)
     reasons = {e.target: why for e, why in matrix.excluded(eps)}
-    assert "trunk" in reasons["t/vm1/0"] and "no ip" in reasons["t/vm2/0"]
-    assert matrix.reach_pairs(eps) == [] and matrix.isolation_pairs(eps) == []
+    assert set(reasons) == {"t/vm1/0.200", "t/vm2/0"}
+    assert "trunks VLAN 200" in reasons["t/vm1/0.200"] and "no ip" in reasons["t/vm2/0"]
+    # The router reaches each access VLAN through its VLAN interface; its VLANs are isolated.
+    assert targets(matrix.reach_pairs(eps)) == ["t/vm1/0.100->t/vm3/0", "t/vm1/0.300->t/vm4/0"]
+    assert targets(matrix.isolation_pairs(eps)) == [
+        "t/vm1/0.100->t/vm4/0", "t/vm1/0.300->t/vm3/0", "t/vm3/0->t/vm4/0"]
+    pairs, lonely = matrix.traffic_pairs(eps)
+    assert targets(pairs) == ["t/vm1/0.100->t/vm3/0", "t/vm1/0.300->t/vm4/0"] and lonely == []
 
 
 def test_untagged_ports_share_native_vlan_and_are_isolated_from_access_ports() -> None:
