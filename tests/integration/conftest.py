@@ -8,17 +8,20 @@ here go straight to libvirt, OVSDB (ovs-vsctl) and iproute2, never through virti
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import libvirt
+import libvirt_qemu
 import pytest
 import yaml
 
@@ -138,5 +141,24 @@ def force_cleanup(conn: libvirt.virConnect, lab: str, lab_file: Path) -> None:
     for br in vsctl("list-br", check=False).split():
         if br == f"br-{lab}":
             vsctl("--if-exists", "del-br", br, check=False)
-    for vm in ("vm1", "vm2"):
-        run("ip", "link", "del", f"{lab}-{vm}-0", check=False)
+    for line in run("ip", "-o", "link", "show", "type", "tun", check=False).stdout.splitlines():
+        name = line.split(": ")[1].split("@")[0] if ": " in line else ""
+        if name.startswith(f"{lab}-"):  # the test's random lab name: nobody else's
+            run("ip", "link", "del", name, check=False)
+
+
+def guest_exec(dom: libvirt.virDomain, path: str, *args: str) -> str:
+    """Run a program in the guest through the agent (libvirt's API, not virtio-lab's)."""
+
+    def cmd(execute: str, arguments: dict[str, Any]) -> Any:
+        msg = json.dumps({"execute": execute, "arguments": arguments})
+        return json.loads(libvirt_qemu.qemuAgentCommand(dom, msg, 10, 0))["return"]
+
+    pid = cmd("guest-exec", {"path": path, "arg": list(args), "capture-output": True})["pid"]
+    for _ in range(400):
+        status = cmd("guest-exec-status", {"pid": pid})
+        if status["exited"]:
+            assert status["exitcode"] == 0, status
+            return base64.b64decode(status.get("out-data", "")).decode()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not finish")
