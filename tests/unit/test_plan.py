@@ -232,3 +232,18 @@ def test_a_missing_guest_vlan_interface_is_configured(want: DesiredLab) -> None:
         "configure", "guest-nic", f"ut-vm2/{nic.mac}")
     assert change.after == {"vlan 100": "10.9.0.2/24"} and change.before == {"vlan 100": None}
     assert isinstance(change.desired, GuestNic) and change.desired.vlans[0].vid == 100
+
+
+def test_read_back_failure_names_each_object_with_wanted_and_found(want: DesiredLab) -> None:
+    from provision.engine.lab import ReadBackError
+
+    seen = in_sync(want)
+    p = seen.ports["ut-vm1-0"]
+    seen.ports[p.name] = ObservedPort(p.name, p.bridge, 300, (), p.external_ids, 1, None)
+    del seen.taps["ut-vm2-0"]
+    error = ReadBackError(plan_changes(want, seen))
+    lines = str(error).splitlines()
+    assert lines[0] == "lab ut: after up, 3 object(s) are not in the lab's state:"
+    assert "  port ut-vm1-0: differs: tag: tag is 300, want 100" in lines
+    assert any(line.startswith("  tap ut-vm2-0: absent") for line in lines), lines
+    assert error.exit_code == 1
