@@ -137,7 +137,7 @@ def _desired_domain(
         for i, nic in enumerate(vm.nics)
     )
     name = domain_name(lab.name, vm.name)
-    cmdline = guest_cmdline(image, vm.name, [(n.mac, n.ip, n.queues) for n in nics])
+    cmdline = guest_cmdline(image, vm.name, [(n.mac, n.ip, n.queues, ()) for n in nics])
     xml = render.domain_xml(
         lab=lab.name,
         name=name,
