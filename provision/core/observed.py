@@ -51,6 +51,16 @@ class ObservedDomain:
 
 
 @dataclass(frozen=True)
+class ObservedGuestVlan:
+    """A VLAN sub-interface in the guest (it shares its parent NIC's MAC)."""
+
+    vid: int  # /proc/net/vlan/config VLAN ID
+    ifname: str  # e.g. "eth0.30"
+    addresses: tuple[str, ...]  # IPv4, "10.0.30.2/24"
+    up: bool  # IFF_UP in /sys/class/net/IFNAME/flags
+
+
+@dataclass(frozen=True)
 class ObservedGuestNic:
     mac: str
     ifname: str
@@ -59,6 +69,7 @@ class ObservedGuestNic:
     addresses: tuple[str, ...]  # "10.10.0.11/24"
     up: bool
     driver: str | None = None
+    vlans: tuple[ObservedGuestVlan, ...] = ()  # its VLAN sub-interfaces, by VLAN id
 
 
 @dataclass
