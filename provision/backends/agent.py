@@ -1,24 +1,40 @@
 """Inside the guests, through the QEMU guest agent as libvirt exposes it (guest-exec and
-friends): wait for the agent, read the NICs, set channels and addresses.
+friends): wait for the agent, read the NICs and their VLAN sub-interfaces, set channels and
+addresses, create VLAN sub-interfaces.
+
+VLAN sub-interfaces share their parent's MAC, so the reports below also print the guest's
+/proc/net/vlan/config ("vlan NAME VID PARENT"): NICs stay keyed by MAC, and each carries
+its VLAN sub-interfaces, matched by interface name.
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
+import re
 import time
+from dataclasses import replace
 from typing import Any
 
 import libvirt
 import libvirt_qemu
 
 from provision.core.desired import GuestNic
-from provision.core.observed import ObservedGuestNic
-from provision.errors import OperationError
+from provision.core.observed import ObservedGuestNic, ObservedGuestVlan
+from provision.errors import OperationError, SpecError
+
+# Builtins only: the VLAN sub-interfaces as "vlan NAME VID PARENT" (nothing when the guest
+# has none: 8021q is loaded on demand and /proc/net/vlan exists only then).
+_VLAN_LIST = r"""
+[ -r /proc/net/vlan/config ] && while IFS='| ' read -r n v p; do
+  case "$v" in [0-9]*) echo "vlan $n $v $p" ;; esac
+done < /proc/net/vlan/config
+"""
 
 # One round trip reads every NIC: name, MAC, operstate, driver, channels, IPv4 addresses.
 # Constant text run by the guest's own shell; nothing from the spec is interpolated.
-_NIC_REPORT = r"""
+_NIC_REPORT = _VLAN_LIST + r"""
 for d in /sys/class/net/*; do
   n=${d##*/}; [ "$n" = lo ] && continue
   drv=$(basename "$(readlink "$d/device/driver" 2>/dev/null)" 2>/dev/null)
@@ -32,7 +48,7 @@ done
 # The convergence read: shell builtins only (a fork costs ~10 ms under TCG). The count of
 # queues/rx-* directories is the device's real RX queue count, which virtio_net sets to the
 # current combined channels.
-_NIC_STATE = r"""
+_NIC_STATE = _VLAN_LIST + r"""
 for d in /sys/class/net/*; do
   n=${d##*/}; [ "$n" = lo ] && continue
   read -r a < "$d/address"; read -r f < "$d/flags"
@@ -40,6 +56,14 @@ for d in /sys/class/net/*; do
   echo "nic $n $a $f $c"
 done
 """
+
+
+# Loads the image's 802.1Q modules (provision/image/init does the same at boot when the
+# command line has VLANs). Constant text; nothing from the spec is interpolated.
+_LOAD_VLAN_MODULES = r"""
+while read -r m; do insmod "/lib/modules/$m" || exit 1; done < /etc/vlab/modules-vlan
+"""
+IFNAMSIZ = 15  # the longest interface name Linux accepts
 
 
 class AgentError(OperationError):
@@ -96,8 +120,8 @@ def guest_exec(
 
 
 def parse_nic_report(text: str) -> dict[str, ObservedGuestNic]:
-    """Parse ``_NIC_REPORT`` output into NICs keyed by MAC."""
-    nics: dict[str, dict[str, Any]] = {}
+    """Parse ``_NIC_REPORT`` output into NICs keyed by MAC, VLAN sub-interfaces attached."""
+    links: dict[str, dict[str, Any]] = {}
     cur: dict[str, Any] | None = None
     for line in text.splitlines():
         parts = line.split()
@@ -112,18 +136,68 @@ def parse_nic_report(text: str) -> dict[str, ObservedGuestNic]:
                 "combined": [],
                 "addresses": [],
             }
-            nics[cur["mac"]] = cur
+            links[cur["ifname"]] = cur
         elif cur is not None and parts[0] == "combined" and len(parts) == 2:
             cur["combined"].append(int(parts[1]) if parts[1].isdigit() else None)
         elif cur is not None and parts[0] == "addr" and len(parts) == 2:
             cur["addresses"].append(parts[1])
-    out = {}
-    for mac, n in nics.items():
+    observed = {}
+    for name, n in links.items():
         combined = n["combined"] + [None, None]  # ethtool prints maximum first, then current
-        out[mac] = ObservedGuestNic(
-            mac, n["ifname"], combined[1], combined[0], tuple(n["addresses"]), n["up"], n["driver"]
+        observed[name] = ObservedGuestNic(
+            n["mac"], name, combined[1], combined[0], tuple(n["addresses"]), n["up"], n["driver"]
         )
-    return out
+    return _by_mac(observed, _parse_vlans(text))
+
+
+def parse_nic_state(text: str, interfaces: list[dict[str, Any]]) -> dict[str, ObservedGuestNic]:
+    """Parse ``_NIC_STATE`` output and the ``guest-network-get-interfaces`` answer into NICs
+    keyed by MAC; addresses are matched by interface name (a VLAN shares its parent's MAC)."""
+    addresses = {
+        i.get("name", ""): tuple(
+            f"{a['ip-address']}/{a['prefix']}" for a in i.get("ip-addresses", [])
+            if a.get("ip-address-type") == "ipv4"
+        )
+        for i in interfaces
+    }
+    observed = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 5 and parts[0] == "nic":
+            name = parts[1]
+            observed[name] = ObservedGuestNic(
+                parts[2].lower(), name, int(parts[4]), None, addresses.get(name, ()),
+                int(parts[3], 16) & 1 == 1,
+            )
+    return _by_mac(observed, _parse_vlans(text))
+
+
+def _parse_vlans(text: str) -> dict[str, tuple[int, str]]:
+    """The ``_VLAN_LIST`` lines: VLAN interface name -> (VLAN id, parent name)."""
+    vlans = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == "vlan" and parts[2].isdigit():
+            vlans[parts[1]] = (int(parts[2]), parts[3])
+    return vlans
+
+
+def _by_mac(
+    links: dict[str, ObservedGuestNic], vlans: dict[str, tuple[int, str]]
+) -> dict[str, ObservedGuestNic]:
+    """Every interface that is not a VLAN, keyed by MAC, with its VLANs sorted by id."""
+    subs: dict[str, list[ObservedGuestVlan]] = {}
+    for name, (vid, parent) in vlans.items():
+        if name in links:
+            link = links[name]
+            subs.setdefault(parent, []).append(
+                ObservedGuestVlan(vid, name, link.addresses, link.up)
+            )
+    return {
+        link.mac: replace(link, vlans=tuple(sorted(subs.get(name, []), key=lambda v: v.vid)))
+        for name, link in links.items()
+        if name not in vlans
+    }
 
 
 def observe_nics(dom: libvirt.virDomain) -> dict[str, ObservedGuestNic]:
@@ -134,26 +208,12 @@ def observe_nics(dom: libvirt.virDomain) -> dict[str, ObservedGuestNic]:
 
 
 def observe_nics_fast(dom: libvirt.virDomain) -> dict[str, ObservedGuestNic]:
-    """NICs keyed by MAC with channels, addresses and link state, in two agent round trips
-    (no driver, no maximum channels: ``observe_nics`` reads those)."""
+    """NICs keyed by MAC with channels, addresses, link state and VLAN sub-interfaces, in
+    two agent round trips (no driver, no maximum channels: ``observe_nics`` reads those)."""
     code, out, err = guest_exec(dom, "/bin/sh", ["-c", _NIC_STATE])
     if code != 0:
         raise AgentError(f"{dom.name()}: reading the guest's NICs failed: {err.strip()}")
-    addresses = {
-        i.get("hardware-address", "").lower(): tuple(
-            f"{a['ip-address']}/{a['prefix']}" for a in i.get("ip-addresses", [])
-            if a.get("ip-address-type") == "ipv4"
-        )
-        for i in agent(dom, "guest-network-get-interfaces") or []
-    }
-    nics = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 5 and parts[0] == "nic":
-            mac = parts[2].lower()
-            nics[mac] = ObservedGuestNic(mac, parts[1], int(parts[4]), None,
-                                         addresses.get(mac, ()), int(parts[3], 16) & 1 == 1)
-    return nics
+    return parse_nic_state(out, agent(dom, "guest-network-get-interfaces") or [])
 
 
 def configure_nic(dom: libvirt.virDomain, ifname: str, nic: GuestNic) -> None:
@@ -168,3 +228,72 @@ def configure_nic(dom: libvirt.virDomain, ifname: str, nic: GuestNic) -> None:
         # ethtool -L exits non-zero when the count is already set; the read-back decides.
         if code != 0 and argv[0] != "ethtool":
             raise AgentError(f"{dom.name()}: `{' '.join(argv)}` failed: {err.strip()}")
+
+
+def vlan_ifname(parent_ifname: str, vid: int) -> str:
+    """The name the guest gives a VLAN sub-interface (as provision/image/init does)."""
+    return f"{parent_ifname}.{vid}"
+
+
+def configure_vlan(
+    dom: libvirt.virDomain, parent_ifname: str, vid: int, address: str | None
+) -> None:
+    """Make sure the guest has VLAN `vid` on `parent_ifname` as PARENT.VID, with `address`
+    ("ip/prefix") as its only address of that family, link-local aside (None: addresses
+    left as they are), and its link up.  Loads 8021q first if the guest has not yet.
+
+    Idempotent: a sub-interface with the right VLAN and address is left as it is; a wrong
+    address is replaced; an interface of that name on another VLAN or parent is recreated.
+    """
+    name = vlan_ifname(parent_ifname, vid)
+    if not 1 <= vid <= 4094:
+        raise SpecError("vlan", f"{vid} is not a VLAN id in 1..4094")
+    if len(name) > IFNAMSIZ:
+        raise SpecError("vlan", f"interface name {name!r} is over {IFNAMSIZ} characters")
+    wanted = _interface(address) if address is not None else None
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        return guest_exec(dom, argv[0], list(argv[1:]))
+
+    def check(*argv: str) -> str:
+        code, out, err = run(*argv)
+        if code != 0:
+            raise AgentError(f"{dom.name()}: `{' '.join(argv)}` failed: {err.strip()}")
+        return out
+
+    code, out, _err = run("cat", f"/proc/net/vlan/{name}")
+    exists = code == 0
+    if exists and _vlan_of(out) != (vid, parent_ifname):
+        check("ip", "link", "del", name)
+        exists = False
+    if not exists:
+        if run("cat", "/proc/net/vlan/config")[0] != 0:  # 8021q not loaded yet
+            check("/bin/sh", "-c", _LOAD_VLAN_MODULES)
+        check("ip", "link", "add", "link", parent_ifname, "name", name, "type", "vlan", "id",
+              str(vid))
+    if wanted is not None and not exists:  # created just now: no address yet
+        check("ip", "addr", "add", str(wanted), "dev", name)
+    elif wanted is not None:
+        family = f"-{wanted.version}"
+        shown = check("ip", "-o", family, "addr", "show", "dev", name)
+        current = [_interface(a) for a in re.findall(r"\binet6? (\S+)", shown)]
+        if [a for a in current if not a.is_link_local] != [wanted]:
+            check("ip", family, "addr", "flush", "dev", name)
+            check("ip", "addr", "add", str(wanted), "dev", name)
+    check("ip", "link", "set", name, "up")
+
+
+def _interface(address: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    try:
+        if "/" not in address:
+            raise ValueError(f"{address!r} needs a /prefix")
+        return ipaddress.ip_interface(address)
+    except ValueError as exc:
+        raise SpecError("vlan.ip", str(exc)) from None
+
+
+def _vlan_of(proc_vlan: str) -> tuple[int, str] | None:
+    """(VLAN id, parent) from the text of /proc/net/vlan/NAME."""
+    vid = re.search(r"\bVID:\s*(\d+)", proc_vlan)
+    parent = re.search(r"^Device:\s*(\S+)", proc_vlan, re.MULTILINE)
+    return (int(vid.group(1)), parent.group(1)) if vid and parent else None

@@ -152,7 +152,9 @@ def _desired_domain(
 ) -> DesiredDomain:
     nics = _guest_nics(lab, vm)
     name = domain_name(lab.name, vm.name)
-    cmdline = guest_cmdline(image, vm.name, [(n.mac, n.ip, n.queues) for n in nics])
+    cmdline = guest_cmdline(
+        image, vm.name, [(n.mac, n.ip, n.queues, [(v.vid, v.ip) for v in n.vlans]) for n in nics]
+    )
     netdev = {b.name for b in bridges if b.datapath_type == "netdev"}
     nic_ctx = [
         {

@@ -55,10 +55,12 @@ class ObservedDomain:
 
 @dataclass(frozen=True)
 class ObservedGuestVlan:
-    vid: int
-    ifname: str  # <parent>.<vid>
-    addresses: tuple[str, ...]
-    up: bool
+    """A VLAN sub-interface in the guest (it shares its parent NIC's MAC)."""
+
+    vid: int  # /proc/net/vlan/config VLAN ID
+    ifname: str  # e.g. "eth0.30"
+    addresses: tuple[str, ...]  # IPv4, "10.0.30.2/24"
+    up: bool  # IFF_UP in /sys/class/net/IFNAME/flags
 
 
 @dataclass(frozen=True)

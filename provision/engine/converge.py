@@ -253,9 +253,19 @@ def _settle_nics(dom: libvirt.virDomain, name: str, nics: tuple[GuestNic, ...],
             return
         for nic in pending:
             if nic.mac in seen:
-                agent.configure_nic(dom, seen[nic.mac].ifname, nic)
+                _configure(dom, seen[nic.mac], nic)
         time.sleep(0.1)
     raise OperationError(f"domain {name}: guest NICs did not reach the lab's settings")
+
+
+def _configure(dom: libvirt.virDomain, seen: ObservedGuestNic, nic: GuestNic) -> None:
+    """Bring one guest NIC, and the VLAN interfaces on it, to the lab's settings."""
+    diffs = {d.key for d in compare.guest_nic_diffs(nic, seen)}
+    if diffs & {"combined", "up", "addresses"}:
+        agent.configure_nic(dom, seen.ifname, nic)
+    for vlan in nic.vlans:
+        if any(k == f"vlan {vlan.vid}" or k.startswith(f"vlan {vlan.vid}.") for k in diffs):
+            agent.configure_vlan(dom, seen.ifname, vlan.vid, vlan.ip)
 
 
 _APPLY: dict[str, Callable[..., None]] = {

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from provision.backends.agent import parse_nic_report
+from provision.backends.agent import parse_nic_report, parse_nic_state
+from provision.core.observed import ObservedGuestVlan
 
 REPORT = """\
 nic eth0 52:54:00:E4:45:7A up 0x1003 virtio_net
@@ -23,3 +24,75 @@ def test_nic_report_keys_by_mac_with_max_then_current_channels() -> None:
     eth1 = nics["52:54:00:00:00:09"]
     assert not eth1.up and eth1.driver is None and eth1.combined is None
     assert eth1.addresses == ()
+
+
+# A trunk NIC: eth0 with no address of its own, VLANs 30 (addressed) and 31 (down), as the
+# tiny guest prints them (VLAN sub-interfaces have their parent's MAC and no driver).
+TRUNK_REPORT = """\
+vlan eth0.31 31 eth0
+vlan eth0.30 30 eth0
+nic eth0 52:54:00:be:0c:01 up 0x1003 virtio_net
+combined 1
+combined 1
+nic eth0.30 52:54:00:be:0c:01 up 0x1003 none
+addr 10.0.30.2/24
+nic eth0.31 52:54:00:be:0c:01 down 0x1002 none
+nic eth1 52:54:00:be:0c:02 up 0x1003 virtio_net
+combined 1
+combined 1
+addr 10.9.0.2/24
+"""
+
+TRUNK_STATE = """\
+vlan eth0.30 30 eth0
+vlan eth0.31 31 eth0
+nic eth0.30 52:54:00:be:0c:01 0x1003 1
+nic eth0 52:54:00:BE:0C:01 0x1003 1
+nic eth0.31 52:54:00:be:0c:01 0x1002 1
+nic eth1 52:54:00:be:0c:02 0x1003 2
+"""
+
+# guest-network-get-interfaces: every interface by name, VLANs with the parent's MAC.
+TRUNK_INTERFACES = [
+    {"name": "lo", "hardware-address": "00:00:00:00:00:00", "ip-addresses": [
+        {"ip-address-type": "ipv4", "ip-address": "127.0.0.1", "prefix": 8}]},
+    {"name": "eth0", "hardware-address": "52:54:00:be:0c:01", "ip-addresses": [
+        {"ip-address-type": "ipv6", "ip-address": "fe80::5054:ff:febe:c01", "prefix": 64}]},
+    {"name": "eth0.30", "hardware-address": "52:54:00:be:0c:01", "ip-addresses": [
+        {"ip-address-type": "ipv4", "ip-address": "10.0.30.2", "prefix": 24}]},
+    {"name": "eth0.31", "hardware-address": "52:54:00:be:0c:01"},
+    {"name": "eth1", "hardware-address": "52:54:00:be:0c:02", "ip-addresses": [
+        {"ip-address-type": "ipv4", "ip-address": "10.9.0.2", "prefix": 24}]},
+]
+
+
+def test_vlan_sub_interfaces_hang_off_their_parent_not_over_it() -> None:
+    nics = parse_nic_report(TRUNK_REPORT)
+    assert set(nics) == {"52:54:00:be:0c:01", "52:54:00:be:0c:02"}
+    eth0 = nics["52:54:00:be:0c:01"]
+    assert (eth0.ifname, eth0.driver, eth0.combined, eth0.addresses) == (
+        "eth0", "virtio_net", 1, ()
+    )
+    assert eth0.vlans == (
+        ObservedGuestVlan(30, "eth0.30", ("10.0.30.2/24",), True),
+        ObservedGuestVlan(31, "eth0.31", (), False),
+    )
+    assert nics["52:54:00:be:0c:02"].vlans == ()
+
+
+def test_fast_path_maps_addresses_by_interface_name_not_mac() -> None:
+    nics = parse_nic_state(TRUNK_STATE, TRUNK_INTERFACES)
+    assert set(nics) == {"52:54:00:be:0c:01", "52:54:00:be:0c:02"}
+    eth0 = nics["52:54:00:be:0c:01"]
+    assert (eth0.ifname, eth0.combined, eth0.addresses, eth0.up) == ("eth0", 1, (), True)
+    assert eth0.vlans == (
+        ObservedGuestVlan(30, "eth0.30", ("10.0.30.2/24",), True),
+        ObservedGuestVlan(31, "eth0.31", (), False),
+    )
+    eth1 = nics["52:54:00:be:0c:02"]
+    assert (eth1.combined, eth1.addresses, eth1.vlans) == (2, ("10.9.0.2/24",), ())
+
+
+def test_a_guest_without_8021q_prints_no_vlan_lines_and_nics_have_none() -> None:
+    nics = parse_nic_state("nic eth0 52:54:00:be:0c:01 0x1003 4\n", TRUNK_INTERFACES)
+    assert nics["52:54:00:be:0c:01"].vlans == () and nics["52:54:00:be:0c:01"].combined == 4
