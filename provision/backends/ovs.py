@@ -52,10 +52,8 @@ class OvsdbappLog(logging.Handler):
 OVSDBAPP_LOG = OvsdbappLog()
 _logger = logging.getLogger("ovsdbapp")
 _logger.addHandler(OVSDBAPP_LOG)
-_logger.propagate = False
-
-# ovsdbapp logs a traceback for connection retries; the CLI reports errors itself.
-logging.getLogger("ovsdbapp").setLevel(logging.CRITICAL)
+_logger.propagate = False  # nothing of it reaches the terminal: the CLI reports our errors
+_logger.setLevel(logging.WARNING)
 
 
 def db_endpoint() -> str:

@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 
-if TYPE_CHECKING:
-    pass
+from provision.core.owner import OWNER_NS
 
-OWNER_NS = "https://virtio-lab.dev/xmlns/owner/1"
 EMULATOR = "/usr/bin/qemu-system-x86_64"
 # i440fx: the embedded guest reaches its agent as fast as on q35 under TCG (2.02 vs 2.07 s
 # median, bench_guest_boot.py), and it has PCI slots enough for a lab VM.

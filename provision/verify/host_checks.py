@@ -1,5 +1,5 @@
 """Host-side hops: the libvirt domain (live XML against the spec), the tap (netlink), and OVS
-(OVSDB through ``provision.ovs.Ovs``). Observation only.
+(OVSDB through ``provision.backends.ovs.Ovs``). Observation only.
 """
 
 from __future__ import annotations
