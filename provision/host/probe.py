@@ -4,10 +4,8 @@ This module owns `HostCaps` and every observation that fills it: whether KVM can
 a guest (decided by booting one, not by the device's existence), whether /dev/vhost-net
 opens, whether the OVS kernel datapath exists, which Debian packages are missing, which
 daemons run, and the component versions. It changes nothing on the host; preparing the host
-is `provision.host.prepare`.
-
-It also holds the tiny stdlib JSON-RPC client used to ask ovsdb-server and ovs-vswitchd
-whether they answer (the lab itself talks to OVSDB through ovsdbapp, not through this).
+is `provision.host.prepare`. It talks to ovsdb-server through the lab's own OVSDB client
+(`provision.backends.ovs`) and to libvirtd through libvirt-python.
 """
 
 from __future__ import annotations
@@ -304,65 +302,22 @@ def genl_family_exists(name: str) -> bool:
     return msg_type == genl_id_ctrl
 
 
-# ---- OVSDB / unixctl JSON-RPC ----------------------------------------------------------
-
-
-def jsonrpc_call(
-    sock_path: Path | str, method: str, params: list[Any], timeout: float = 2.0
-) -> Any:
-    """One JSON-RPC request on an OVS unix socket (OVSDB or a daemon's unixctl .ctl socket).
-
-    Returns the result; raises OSError when the socket does not answer and ValueError when
-    the answer is an error.
-    """
-    request = json.dumps({"method": method, "params": params, "id": 0}).encode()
-    decoder = json.JSONDecoder()
-    buffer = ""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(sock_path))
-        sock.sendall(request)
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"{sock_path} closed the connection")
-            buffer += chunk.decode()
-            try:
-                reply, _ = decoder.raw_decode(buffer.lstrip())
-            except ValueError:
-                continue  # message not complete yet
-            if isinstance(reply, dict) and reply.get("id") == 0:
-                break
-            buffer = ""  # a notification or echo request from the server: not ours
-    if reply.get("error"):
-        raise ValueError(f"{sock_path}: {method} failed: {reply['error']}")
-    return reply.get("result")
-
-
-def open_vswitch_row(columns: list[str], timeout: float = 2.0) -> dict[str, Any]:
-    """Select the single Open_vSwitch row's `columns` from ovsdb-server."""
-    op = {"op": "select", "table": "Open_vSwitch", "where": [], "columns": columns}
-    result = jsonrpc_call(OVSDB_SOCK, "transact", ["Open_vSwitch", op], timeout)
-    rows = result[0].get("rows", []) if result else []
-    if not rows:
-        raise ValueError("the Open_vSwitch table has no row (database not initialised)")
-    return rows[0]
-
-
-def ovs_set(value: Any) -> list[Any]:
-    """Decode an OVSDB set column (a bare atom or ["set", [...]]) into a list."""
-    if isinstance(value, list) and value and value[0] == "set":
-        return list(value[1])
-    return [value]
+# ---- OVSDB ------------------------------------------------------------------------------
 
 
 def ovs_datapath_types() -> tuple[str, ...]:
     """Open_vSwitch.datapath_types as ovs-vswitchd reports it, () if OVSDB is unreachable."""
+    from provision.backends.ovs import Ovs  # the lab's own OVSDB client (imports core)
+    from provision.errors import HostError
+
     try:
-        row = open_vswitch_row(["datapath_types"])
-    except (OSError, ValueError, KeyError, IndexError):
+        ovs = Ovs(f"unix:{OVSDB_SOCK}", timeout=2.0)
+    except HostError:
         return ()
-    return tuple(sorted(ovs_set(row["datapath_types"])))
+    try:
+        return ovs.datapath_types()
+    finally:
+        ovs.close()
 
 
 # ---- packages, daemons, versions -------------------------------------------------------
