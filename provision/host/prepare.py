@@ -7,8 +7,9 @@ running (through systemd when it is PID 1, directly otherwise). It never restart
 daemon, so a second run reports no actions. It ends by proving that libvirtd can start a
 QEMU domain whose multiqueue virtio-net NIC opens a pre-created multi_queue tap.
 
-Observation (what is installed, what runs) lives in `provision.host.probe`; waiting until the
-daemons answer and the libvirt smoke test in `provision.host.ready`.
+What to do is decided in `provision.host.plan` (``plan_host``, pure) and only carried out
+here. Observation (what is installed, what runs) lives in `provision.host.probe`; waiting
+until the daemons answer and the libvirt smoke test in `provision.host.ready`.
 """
 
 from __future__ import annotations
@@ -19,40 +20,49 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from provision.errors import HostError, OperationError
+from provision.host.plan import SYSTEMD_UNITS, HostAction, HostPlan, plan_host
 from provision.host.probe import (
     DAEMON_PIDFILES,
     OVS_RUNDIR,
     OVSDB_SOCK,
     HostCaps,
-    daemon_status,
-    missing_packages,
-    module_loadable,
+    daemon_running,
+    module_loaded,
+    probe_host,
     probe_ovs_kernel_datapath,
-    systemd_running,
 )
 from provision.host.ready import (
     DAEMON_LOGS,
-    DAEMON_ORDER,
     OVS_LOGDIR,
-    SYSTEMD_UNITS,
     check_domain_start,
     wait_for_daemons,
 )
 
-__all__ = ["PrepareResult", "check_domain_start", "daemon_status", "prepare_host",
+__all__ = ["PrepareResult", "apply_host_plan", "check_domain_start", "prepare_host",
            "wait_for_daemons"]  # fmt: skip
 
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
-KERNEL_MODULES = ("openvswitch", "vhost_net")
 
 
 @dataclass
 class PrepareResult:
-    """What `prepare_host` changed."""
+    """What `prepare_host` did: the plan it applied, and the actions it carried out."""
 
-    actions: list[str] = field(default_factory=list)  # human-readable; empty = nothing to do
+    plan: HostPlan
+    # The plan's actions, less a start found unnecessary (a package's install started it).
+    actions: list[HostAction] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """`provision host prepare --json`."""
+        return {"actions": [a.to_dict() for a in self.actions], "changed": self.changed,
+                "check": False}  # fmt: skip
 
 
 def prepare_host(
@@ -61,40 +71,46 @@ def prepare_host(
     install: bool = True,
     smoke_test: bool = True,
 ) -> PrepareResult:
-    """Install what is missing, start what is not running, and prove a domain can start.
+    """Plan (``plan_host``), apply the plan, wait until the daemons answer, and prove libvirtd
+    can start a lab-like domain.
 
-    `caps` saves re-probing the packages; daemons are always observed afresh. With
+    `caps` is a full probe (``probe_host()``) made just before; None probes now. With
     `install=False` missing packages are a HostError instead of an apt-get run.
     """
-    result = PrepareResult()
-
-    def act(message: str) -> None:
-        result.actions.append(message)
-        log(message)
-
-    missing = caps.missing_packages if caps is not None else missing_packages()
-    if missing:
-        if not install:
-            raise HostError(
-                f"missing Debian packages: {' '.join(missing)}; run "
-                f"`apt-get install {' '.join(missing)}` or `provision host prepare`"
-            )
-        _install_packages(missing, log)
-        act(f"installed packages: {' '.join(missing)}")
-    for module in KERNEL_MODULES:
-        if _load_module(module):
-            act(f"loaded kernel module {module}")
-    use_systemd = systemd_running()
-    running = daemon_status()
-    for name in DAEMON_ORDER:
-        if not running[name]:
-            how = _start_daemon(name, use_systemd)
-            act(f"started {name} ({how})")
+    caps = caps if caps is not None else probe_host(kvm_probe_timeout=0)
+    host_plan = plan_host(caps, install)
+    result = PrepareResult(host_plan, apply_host_plan(host_plan, caps.systemd, log))
     wait_for_daemons()
     if smoke_test:
         check_domain_start()
         log("libvirtd started and destroyed a test domain with a 4-queue tap NIC")
     return result
+
+
+def apply_host_plan(
+    host_plan: HostPlan, use_systemd: bool, log: Callable[[str], None] = lambda s: None
+) -> list[HostAction]:
+    """Carry out a host plan in order; return the actions taken. Raises HostError naming the
+    daemon and its log when one does not start, OperationError when apt-get or modprobe fail."""
+    done: list[HostAction] = []
+    packages = tuple(a.target for a in host_plan.actions if a.kind == "install")
+    if packages:
+        _install_packages(packages, log)
+        done += [a for a in host_plan.actions if a.kind == "install"]
+        log(f"installed packages: {' '.join(packages)}")
+    for action in host_plan.actions:
+        if action.kind == "load-module" and not module_loaded(action.target):
+            _run(["modprobe", action.target], timeout=60)
+            done.append(action)
+            log(f"loaded kernel module {action.target}")
+        elif action.kind == "start-daemon":
+            if daemon_running(action.target):  # e.g. the package's install started it
+                log(f"{action.target} is running already")
+                continue
+            how = _start_daemon(action.target, use_systemd)
+            done.append(action)
+            log(f"started {action.target} ({how})")
+    return done
 
 
 def _run(argv: list[str], timeout: float = 120.0, env: dict[str, str] | None = None) -> str:
@@ -132,14 +148,6 @@ def _install_packages(packages: tuple[str, ...], log: Callable[[str], None]) -> 
         ["apt-get", *lock, "install", "-y", *packages],
         timeout=3600, env=env,
     )  # fmt: skip
-
-
-def _load_module(name: str) -> bool:
-    """modprobe a kernel module the kernel has but has not loaded; True if it did."""
-    if Path(f"/sys/module/{name}").exists() or not module_loadable(name):
-        return False
-    _run(["modprobe", name], timeout=60)
-    return True
 
 
 # ---- starting daemons ------------------------------------------------------------------

@@ -32,6 +32,9 @@ REQUIRED_PACKAGES: tuple[str, ...] = (
     "qemu-guest-agent", "ethtool", "iperf3", "iproute2", "libxml2-utils",
 )  # fmt: skip
 
+# Kernel modules `host prepare` loads when the kernel has them but has not loaded them.
+KERNEL_MODULES: tuple[str, ...] = ("openvswitch", "vhost_net")
+
 OVS_RUNDIR = Path(os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"))
 OVSDB_SOCK = OVS_RUNDIR / "db.sock"
 LIBVIRT_SOCK = Path("/var/run/libvirt/libvirt-sock")
@@ -70,6 +73,7 @@ class HostCaps:
     missing_packages: tuple[str, ...] = ()  # REQUIRED_PACKAGES not installed
     daemons: dict[str, bool] = field(default_factory=dict)  # daemon name -> running
     systemd: bool = False  # PID 1 is systemd
+    loadable_modules: tuple[str, ...] = ()  # KERNEL_MODULES not loaded that modprobe can load
 
     @property
     def best_backend(self) -> str:
@@ -89,7 +93,7 @@ class HostCaps:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, with the derived choices included."""
         data = asdict(self)
-        for key in ("ovs_datapath_types", "missing_packages"):
+        for key in ("ovs_datapath_types", "missing_packages", "loadable_modules"):
             data[key] = list(data[key])
         data["best_backend"] = self.best_backend
         data["best_ovs_datapath_type"] = self.best_ovs_datapath_type
@@ -132,6 +136,7 @@ def _caps(kvm_usable: bool, kvm_reason: str, full: bool) -> HostCaps:
         missing_packages=missing_packages() if full else (),
         daemons=daemon_status() if full else {},
         systemd=systemd_running(),
+        loadable_modules=loadable_modules() if full else (),
     )
 
 
@@ -270,6 +275,16 @@ def probe_ovs_kernel_datapath() -> tuple[bool, str]:
     )
 
 
+def module_loaded(name: str) -> bool:
+    """Whether a kernel module is loaded (or built in with parameters: /sys/module/NAME)."""
+    return Path(f"/sys/module/{name}").exists()
+
+
+def loadable_modules(names: tuple[str, ...] = KERNEL_MODULES) -> tuple[str, ...]:
+    """The modules among `names` that are not loaded but `modprobe` could load."""
+    return tuple(n for n in names if not module_loaded(n) and module_loadable(n))
+
+
 def module_loadable(name: str) -> bool:
     """Whether `modprobe name` would succeed (False on kernels without loadable modules)."""
     if not Path("/proc/modules").exists() or shutil.which("modprobe") is None:
@@ -377,11 +392,14 @@ def _socket_unit_active(name: str) -> bool:
     return result.returncode == 0
 
 
+def daemon_running(name: str) -> bool:
+    """Whether daemon `name` runs (or, under systemd, its socket unit is active)."""
+    return daemon_pid(name) is not None or _socket_unit_active(name)
+
+
 def daemon_status() -> dict[str, bool]:
     """Whether ovsdb-server, ovs-vswitchd, virtlogd and libvirtd are running."""
-    return {
-        name: daemon_pid(name) is not None or _socket_unit_active(name) for name in DAEMON_PIDFILES
-    }
+    return {name: daemon_running(name) for name in DAEMON_PIDFILES}
 
 
 def _first_line(argv: list[str]) -> str:

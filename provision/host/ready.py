@@ -24,6 +24,7 @@ from provision.backends import taps, virt
 from provision.backends.ovs import Ovs
 from provision.core.desired import DesiredTap
 from provision.errors import HostError, OperationError
+from provision.host.plan import DAEMON_ORDER, SYSTEMD_UNITS
 from provision.host.probe import (
     LIBVIRT_SOCK,
     OVS_RUNDIR,
@@ -36,14 +37,6 @@ from provision.host.probe import (
 T = TypeVar("T")
 
 OVS_LOGDIR = Path(os.environ.get("OVS_LOGDIR", "/var/log/openvswitch"))
-# Start order matters: ovs-vswitchd needs ovsdb-server, libvirtd logs through virtlogd.
-DAEMON_ORDER = ("ovsdb-server", "ovs-vswitchd", "virtlogd", "libvirtd")
-SYSTEMD_UNITS = {
-    "ovsdb-server": "ovsdb-server.service",
-    "ovs-vswitchd": "ovs-vswitchd.service",
-    "virtlogd": "virtlogd.service",
-    "libvirtd": "libvirtd.service",
-}
 DAEMON_LOGS = {
     "ovsdb-server": OVS_LOGDIR / "ovsdb-server.log",
     "ovs-vswitchd": OVS_LOGDIR / "ovs-vswitchd.log",
