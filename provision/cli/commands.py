@@ -41,6 +41,7 @@ def host_check(args: argparse.Namespace) -> int:
             f"domain type {caps.domain_type}, virtio backend "
             f"{caps.best_backend}, bridges {caps.best_ovs_datapath_type}",
         )
+        t.add_row("virtio backend", f"{caps.best_backend} ({caps.backend_reason})")
         for name, up in sorted(caps.daemons.items()):
             t.add_row(name, "running" if up else "[red]not running[/]")
         for name, version in sorted(caps.versions.items()):

@@ -71,10 +71,12 @@ class DesiredLab:
 
 def resolve_backend(lab: Lab, caps: HostCaps) -> str:
     """The virtio backend for the lab; HostError when the spec asks what the host lacks."""
-    if lab.backend == "vhost-net" and not caps.vhost_net:
+    if lab.backend == "vhost-net" and not caps.vhost_net_usable:
+        fix = ("load it with `modprobe vhost_net`" if not caps.vhost_net
+               else "run the lab where KVM works (`provision host check` says why not here)")
         raise HostError(
-            f"lab.backend: vhost-net is not available on this host ({caps.vhost_reason}); "
-            "load it with `modprobe vhost_net`, or set backend: auto or userspace"
+            f"lab.backend: vhost-net is not available on this host ({caps.backend_reason}); "
+            f"{fix}, or set backend: auto or userspace"
         )
     if lab.backend == "auto":
         return caps.best_backend

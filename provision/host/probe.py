@@ -66,9 +66,29 @@ class HostCaps:
     loadable_modules: tuple[str, ...] = ()  # KERNEL_MODULES not loaded that modprobe can load
 
     @property
+    def vhost_net_usable(self) -> bool:
+        """Whether lab NICs can get vhost-net: libvirt opens /dev/vhost-net for KVM domains
+        only (qemuInterfaceOpenVhostNet), so a TCG domain runs userspace virtio whatever its
+        XML asks; the device alone is not enough."""
+        return self.vhost_net and self.kvm_usable
+
+    @property
     def best_backend(self) -> str:
         """The virtio-net backend `backend: auto` picks."""
-        return "vhost-net" if self.vhost_net else "userspace"
+        return "vhost-net" if self.vhost_net_usable else "userspace"
+
+    @property
+    def backend_reason(self) -> str:
+        """Why `best_backend` is what it is, in one line."""
+        if not self.vhost_net:
+            also = "" if self.kvm_usable else "; vhost-net would also need KVM, not usable here"
+            return self.vhost_reason + also
+        if not self.kvm_usable:
+            return (
+                "vhost-net needs a KVM domain (libvirt opens /dev/vhost-net for KVM domains "
+                f"only) and KVM is not usable: {self.kvm_reason}"
+            )
+        return f"{self.vhost_reason} and KVM is usable"
 
     @property
     def best_ovs_datapath_type(self) -> str:
@@ -85,7 +105,9 @@ class HostCaps:
         data = asdict(self)
         for key in ("ovs_datapath_types", "missing_packages", "loadable_modules"):
             data[key] = list(data[key])
+        data["vhost_net_usable"] = self.vhost_net_usable
         data["best_backend"] = self.best_backend
+        data["backend_reason"] = self.backend_reason
         data["best_ovs_datapath_type"] = self.best_ovs_datapath_type
         data["domain_type"] = self.domain_type
         return data
