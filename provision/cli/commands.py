@@ -42,6 +42,9 @@ def host_check(args: argparse.Namespace) -> int:
             f"{caps.best_backend}, bridges {caps.best_ovs_datapath_type}",
         )
         t.add_row("virtio backend", f"{caps.best_backend} ({caps.backend_reason})")
+        unknown = "[red]unknown[/] (libvirtd did not say; run `provision host prepare`)"
+        t.add_row("emulator", caps.emulator or unknown)
+        t.add_row("machine", caps.machine or unknown)
         for name, up in sorted(caps.daemons.items()):
             t.add_row(name, "running" if up else "[red]not running[/]")
         for name, version in sorted(caps.versions.items()):

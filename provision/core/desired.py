@@ -155,5 +155,7 @@ def _desired_domain(
         domain_type=caps.domain_type,
         backend=backend,
         spec_hash=spec_hash(vm),
+        emulator=caps.emulator,
+        machine=caps.machine,
     )
     return DesiredDomain(name, vm.name, xml, nics)

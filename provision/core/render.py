@@ -21,10 +21,6 @@ if TYPE_CHECKING:
     from provision.image.build import GuestImage
 
 OWNER_NS = "https://virtio-lab.dev/xmlns/owner/1"
-EMULATOR = "/usr/bin/qemu-system-x86_64"
-# i440fx: the embedded guest reaches its agent as fast as on q35 under TCG (2.02 vs 2.07 s
-# median, bench_guest_boot.py), and it has PCI slots enough for a lab VM.
-MACHINE = "pc"
 
 
 def templates_dir() -> Path:
@@ -69,8 +65,14 @@ def domain_xml(
     domain_type: str,
     backend: str,
     spec_hash: str,
+    emulator: str,
+    machine: str,
 ) -> str:
     """The libvirt domain XML of one lab VM.
+
+    ``emulator`` and ``machine`` come from libvirt's domain capabilities for ``domain_type``
+    (``HostCaps.emulator``, ``HostCaps.machine``): the QEMU binary and machine differ between
+    distributions.
 
     ``userspace_bridge[i]``: NIC i is on an OVS ``netdev`` bridge. OVS's userspace datapath
     does not complete checksums a guest leaves to the NIC (TCP then dies with bad checksums
@@ -100,6 +102,6 @@ def domain_xml(
         driver_name=driver_name(backend),
         spec_hash=spec_hash,
         owner_ns=OWNER_NS,
-        machine=MACHINE,
-        emulator=EMULATOR,
+        machine=machine,
+        emulator=emulator,
     )

@@ -19,9 +19,15 @@ import struct
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from xml.etree import ElementTree as ET
 
+from provision.errors import HostError
+from provision.host.domcaps import DomainCaps, parse_domain_caps
 from provision.host.kvm import kvm_probe_cached
+
+if TYPE_CHECKING:
+    import libvirt
 
 REQUIRED_PACKAGES: tuple[str, ...] = (
     "qemu-system-x86", "qemu-utils", "libvirt-daemon-system", "libvirt-clients", "libvirt-dev",
@@ -59,6 +65,8 @@ class HostCaps:
     ovs_kernel_datapath: bool  # OVS datapath_type "system" can work (module loaded or loadable)
     ovs_reason: str
     ovs_datapath_types: tuple[str, ...]  # Open_vSwitch.datapath_types, () if OVSDB unreachable
+    emulator: str  # <emulator> of lab domains: libvirt's domain capabilities <path>, "" unknown
+    machine: str  # <type machine=...> of lab domains, from those capabilities, "" unknown
     versions: dict[str, str] = field(default_factory=dict)  # libvirt, qemu, ovs, kernel, ...
     missing_packages: tuple[str, ...] = ()  # REQUIRED_PACKAGES not installed
     daemons: dict[str, bool] = field(default_factory=dict)  # daemon name -> running
@@ -113,27 +121,38 @@ class HostCaps:
         return data
 
 
-def probe_host(kvm_probe_timeout: float = 3.0) -> HostCaps:
+def probe_host(kvm_probe_timeout: float = 3.0, refresh: bool = True) -> HostCaps:
     """Observe this host; a kvm_probe_timeout of 0 skips the KVM boot probe (kvm_usable False).
 
-    Always runs the KVM probe afresh and records its answer for ``lab_caps()``.
+    Runs the KVM probe afresh and records its answer for ``lab_caps()``; ``refresh=False``
+    reuses the recorded answer, as lab commands do. Never fails for a daemon that is down: it
+    reports it (libvirtd down leaves emulator and machine "").
     """
     if kvm_probe_timeout > 0:
-        kvm_usable, kvm_reason = kvm_probe_cached(kvm_probe_timeout, refresh=True)
+        kvm_usable, kvm_reason = kvm_probe_cached(kvm_probe_timeout, refresh=refresh)
     else:
         kvm_usable, kvm_reason = False, "KVM probe skipped"
-    return _caps(kvm_usable, kvm_reason, full=True)
+    try:
+        dcaps: DomainCaps | None = domain_caps("kvm" if kvm_usable else "qemu")
+    except HostError:
+        dcaps = None
+    return _caps(kvm_usable, kvm_reason, dcaps, full=True)
 
 
-def lab_caps(kvm_probe_timeout: float = 3.0) -> HostCaps:
-    """What lab commands need (accelerator, vhost-net, OVS datapath), fast enough for a no-op
-    `up`: the KVM probe's answer is reused while the boot, /dev/kvm and QEMU are unchanged;
-    versions, packages and daemons are left out."""
+def lab_caps(kvm_probe_timeout: float = 3.0, conn: libvirt.virConnect | None = None) -> HostCaps:
+    """What lab commands need (accelerator, vhost-net, OVS datapath, emulator and machine),
+    fast enough for a no-op `up`: the KVM probe's answer is reused while the boot, /dev/kvm
+    and QEMU are unchanged; versions, packages and daemons are left out.
+
+    `conn` is an open libvirt connection to ask; None opens one. HostError (exit 4) when
+    libvirtd does not answer or has no QEMU for the domain type.
+    """
     kvm_usable, kvm_reason = kvm_probe_cached(kvm_probe_timeout)
-    return _caps(kvm_usable, kvm_reason, full=False)
+    dcaps = domain_caps("kvm" if kvm_usable else "qemu", conn)
+    return _caps(kvm_usable, kvm_reason, dcaps, full=False)
 
 
-def _caps(kvm_usable: bool, kvm_reason: str, full: bool) -> HostCaps:
+def _caps(kvm_usable: bool, kvm_reason: str, dcaps: DomainCaps | None, full: bool) -> HostCaps:
     vhost, vhost_reason = probe_vhost_net()
     ovs_kernel, ovs_reason = probe_ovs_kernel_datapath()
     return HostCaps(
@@ -144,12 +163,42 @@ def _caps(kvm_usable: bool, kvm_reason: str, full: bool) -> HostCaps:
         ovs_kernel_datapath=ovs_kernel,
         ovs_reason=ovs_reason,
         ovs_datapath_types=ovs_datapath_types(),
+        emulator=dcaps.emulator if dcaps else "",
+        machine=dcaps.machine if dcaps else "",
         versions=component_versions() if full else {},
         missing_packages=missing_packages() if full else (),
         daemons=daemon_status() if full else {},
         systemd=systemd_running(),
         loadable_modules=loadable_modules() if full else (),
     )
+
+
+def domain_caps(virttype: str, conn: libvirt.virConnect | None = None) -> DomainCaps:
+    """libvirt's domain capabilities for x86_64 guests of `virttype` (kvm | qemu): the
+    emulator and machine lab domains get. HostError naming libvirtd when it cannot say."""
+    import libvirt
+
+    from provision.backends import virt  # imports core modules that import this one
+
+    own = conn is None
+    conn = virt.connect() if conn is None else conn  # HostError names libvirtd and the fix
+    try:
+        xml = conn.getDomainCapabilities(None, "x86_64", None, virttype)
+    except libvirt.libvirtError as exc:
+        raise HostError(
+            f"libvirtd has no x86_64 QEMU for domain type {virttype} "
+            f"({exc.get_error_message()}); run `provision host prepare` (package qemu-system-x86)"
+        ) from None
+    finally:
+        if own:
+            conn.close()
+    try:
+        return parse_domain_caps(xml)
+    except (ValueError, ET.ParseError) as exc:
+        raise HostError(
+            f"libvirtd's domain capabilities for {virttype} are unusable ({exc}); "
+            "run `provision host prepare` (package qemu-system-x86)"
+        ) from None
 
 
 # ---- vhost-net and the OVS kernel datapath ---------------------------------------------

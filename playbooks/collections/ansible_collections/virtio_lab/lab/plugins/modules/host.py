@@ -175,14 +175,11 @@ def prepare(install: bool, image: bool, smoke_test: bool, caps: Any
 
 
 def host_caps(probe: Any = None) -> dict[str, Any]:
-    """``provision host check --json``, with the KVM answer lab commands use (cached per boot)."""
-    from dataclasses import replace
+    """``provision host check --json``, with the KVM answer lab commands use (cached per boot),
+    so emulator and machine are the ones labs get."""
+    from provision.host.probe import probe_host
 
-    from provision.host.probe import kvm_probe_cached, probe_host
-
-    usable, reason = kvm_probe_cached()
-    return replace(probe or probe_host(kvm_probe_timeout=0), kvm_usable=usable,
-                   kvm_reason=reason).to_dict()  # fmt: skip
+    return (probe or probe_host(refresh=False)).to_dict()
 
 
 def main() -> None:
@@ -198,7 +195,7 @@ def main() -> None:
     from provision.host.probe import probe_host
 
     p = module.params
-    before = run_or_fail(module, probe_host, kvm_probe_timeout=0)
+    before = run_or_fail(module, probe_host, refresh=False)
     out: dict[str, Any] = {
         "missing_packages": list(before.missing_packages),
         "daemons": dict(before.daemons),
