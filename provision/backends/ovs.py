@@ -86,8 +86,14 @@ class Ovs:
             ) from None
 
     def close(self) -> None:
+        # ovsdbapp keeps one connection per API class, not per instance: stop that one and
+        # forget it, so the next Ovs() in this process connects afresh (~0.1 s) instead of
+        # reviving the stopped one (a 1 s reconnect backoff) or reusing another endpoint's.
+        from ovsdbapp.schema.open_vswitch import impl_idl
+
         with contextlib.suppress(Exception):
-            self._conn.stop(timeout=1)
+            self.api.ovsdb_connection.stop(timeout=1)
+        impl_idl.OvsdbIdl._ovsdb_connection = None
 
     # -- reads -------------------------------------------------------------------------
     def _rows(self, table: str) -> Iterable[Any]:
@@ -96,6 +102,12 @@ class Ovs:
     def datapath_types(self) -> tuple[str, ...]:
         rows = list(self._rows("Open_vSwitch"))
         return tuple(sorted(rows[0].datapath_types)) if rows else ()
+
+    def cfg(self) -> tuple[int, int] | None:
+        """Open_vSwitch (cur_cfg, next_cfg): equal once ovs-vswitchd has applied every
+        committed change; None while the database has no Open_vSwitch row."""
+        rows = list(self._rows("Open_vSwitch"))
+        return (rows[0].cur_cfg, rows[0].next_cfg) if rows else None
 
     def bridges(self) -> dict[str, ObservedBridge]:
         out = {}

@@ -41,6 +41,10 @@ def host_check(args: argparse.Namespace) -> int:
             f"domain type {caps.domain_type}, virtio backend "
             f"{caps.best_backend}, bridges {caps.best_ovs_datapath_type}",
         )
+        t.add_row("virtio backend", f"{caps.best_backend} ({caps.backend_reason})")
+        unknown = "[red]unknown[/] (libvirtd did not say; run `provision host prepare`)"
+        t.add_row("emulator", caps.emulator or unknown)
+        t.add_row("machine", caps.machine or unknown)
         for name, up in sorted(caps.daemons.items()):
             t.add_row(name, "running" if up else "[red]not running[/]")
         for name, version in sorted(caps.versions.items()):
@@ -55,16 +59,36 @@ def _yesno(ok: bool, reason: str) -> str:
 
 
 def host_prepare(args: argparse.Namespace) -> int:
+    if args.check:
+        return _host_prepare_check(args)
     from provision.host.prepare import prepare_host
 
     log = (lambda s: None) if args.json else (lambda s: err.print(f"[dim]{s}[/]"))
     result = prepare_host(log=log, install=not args.no_install)
     if args.json:
-        _emit_json({"actions": result.actions, "changed": bool(result.actions)})
+        _emit_json(result.to_dict())
     else:  # each action was logged as it happened
         n = len(result.actions)
         out.print(f"host ready: {n} action(s) taken" if n else "host ready: nothing to do")
     return 0
+
+
+def _host_prepare_check(args: argparse.Namespace) -> int:
+    from provision.host.plan import plan_host
+
+    host_plan = plan_host(probe_host(kvm_probe_timeout=0), install=not args.no_install)
+    if args.json:
+        _emit_json(host_plan.to_dict())
+    elif not host_plan.changed:
+        out.print("host ready: nothing to do")
+    else:
+        t = Table(title=f"host: {len(host_plan.actions)} action(s) pending")
+        for col in ("action", "target", "reason"):
+            t.add_column(col)
+        for a in host_plan.actions:
+            t.add_row(a.kind, a.target, a.reason)
+        out.print(t)
+    return 2 if host_plan.changed else 0
 
 
 def image_build(args: argparse.Namespace) -> int:

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=c.host_check)
     p = hsub.add_parser("prepare", help="install missing packages, start the daemons")
     p.add_argument("--no-install", action="store_true", help="only start daemons")
+    p.add_argument("--check", action="store_true",
+                   help="print what would be installed, loaded and started; change nothing "
+                   "(exit 0 nothing to do, 2 actions pending)")
     _add_json(p)
     p.set_defaults(func=c.host_prepare)
 

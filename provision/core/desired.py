@@ -87,12 +87,15 @@ class DesiredLab:
     domains: tuple[DesiredDomain, ...]
 
 
-def resolve_backend(lab: Lab, caps: HostCaps) -> str:
-    """The virtio backend for the lab; HostError when the spec asks what the host lacks."""
-    if lab.backend == "vhost-net" and not caps.vhost_net:
+def resolve_backend(lab: Lab, caps: HostCaps, strict: bool = True) -> str:
+    """The virtio backend for the lab; HostError when the spec asks what the host lacks
+    (``strict=False``: what the lab asks, so that verify can show the fallback)."""
+    if lab.backend == "vhost-net" and not caps.vhost_net_usable and strict:
+        fix = ("load it with `modprobe vhost_net`" if not caps.vhost_net
+               else "run the lab where KVM works (`provision host check` says why not here)")
         raise HostError(
-            f"lab.backend: vhost-net is not available on this host ({caps.vhost_reason}); "
-            "load it with `modprobe vhost_net`, or set backend: auto or userspace"
+            f"lab.backend: vhost-net is not available on this host ({caps.backend_reason}); "
+            f"{fix}, or set backend: auto or userspace"
         )
     if lab.backend == "auto":
         return caps.best_backend
@@ -109,9 +112,10 @@ def resolve_bridge_type(lab: Lab, index: int, caps: HostCaps) -> str:
     return caps.best_ovs_datapath_type if wanted == "auto" else wanted
 
 
-def desired_state(lab: Lab, caps: HostCaps, image: GuestImage) -> DesiredLab:
-    """Everything the lab owns on this host, named, tagged and rendered."""
-    backend = resolve_backend(lab, caps)
+def desired_state(lab: Lab, caps: HostCaps, image: GuestImage, strict: bool = True) -> DesiredLab:
+    """Everything the lab owns on this host, named, tagged and rendered; ``strict=False``
+    renders a backend the host cannot give as asked (for verify) instead of refusing."""
+    backend = resolve_backend(lab, caps, strict)
     bridges = tuple(
         DesiredBridge(b.name, resolve_bridge_type(lab, i, caps), Owner(lab.name))
         for i, b in enumerate(lab.bridges)
@@ -179,5 +183,7 @@ def _desired_domain(
         domain_type=caps.domain_type,
         backend=backend,
         spec_hash=spec_hash(vm),
+        emulator=caps.emulator,
+        machine=caps.machine,
     )
     return DesiredDomain(name, vm.name, xml, nics)

@@ -17,11 +17,6 @@ import jinja2
 
 from provision.core.owner import OWNER_NS
 
-EMULATOR = "/usr/bin/qemu-system-x86_64"
-# i440fx: the embedded guest reaches its agent as fast as on q35 under TCG (2.02 vs 2.07 s
-# median, bench_guest_boot.py), and it has PCI slots enough for a lab VM.
-MACHINE = "pc"
-
 
 def templates_dir() -> Path:
     """``templates/`` at the repository root, or $VIRTIO_LAB_TEMPLATES."""
@@ -58,6 +53,10 @@ def domain_xml(*, nics: list[dict[str, Any]], backend: str, **context: Any) -> s
     ``nics``: per NIC its mac, tap, queues, rx/tx_queue_size and ``host_csum`` (False: do
     not offer checksum offload to the guest). ``context``: lab, name, vm, image, cmdline,
     domain_type, spec_hash, as the template uses them.
+
+    ``context`` also carries ``emulator`` and ``machine``, from libvirt's domain capabilities
+    for the domain type (``HostCaps.emulator``, ``HostCaps.machine``): the QEMU binary and
+    machine differ between distributions.
     """
     return render_template(
         "domain.xml.j2",
@@ -65,7 +64,5 @@ def domain_xml(*, nics: list[dict[str, Any]], backend: str, **context: Any) -> s
         backend=backend,
         driver_name=driver_name(backend),
         owner_ns=OWNER_NS,
-        machine=MACHINE,
-        emulator=EMULATOR,
         **context,
     )

@@ -7,85 +7,62 @@ running (through systemd when it is PID 1, directly otherwise). It never restart
 daemon, so a second run reports no actions. It ends by proving that libvirtd can start a
 QEMU domain whose multiqueue virtio-net NIC opens a pre-created multi_queue tap.
 
-Observation (what is installed, what runs) lives in `provision.host.probe`.
+What to do is decided in `provision.host.plan` (``plan_host``, pure) and only carried out
+here. Observation (what is installed, what runs) lives in `provision.host.probe`; waiting
+until the daemons answer and the libvirt smoke test in `provision.host.ready`.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from provision.errors import HostError, OperationError
+from provision.host.plan import SYSTEMD_UNITS, HostAction, HostPlan, plan_host
 from provision.host.probe import (
     DAEMON_PIDFILES,
-    LIBVIRT_SOCK,
     OVS_RUNDIR,
     OVSDB_SOCK,
-    VIRTLOGD_SOCK,
     HostCaps,
-    daemon_pid,
-    daemon_status,
-    jsonrpc_call,
-    missing_packages,
-    module_loadable,
-    open_vswitch_row,
+    daemon_running,
+    module_loaded,
+    probe_host,
     probe_ovs_kernel_datapath,
-    systemd_running,
+)
+from provision.host.ready import (
+    DAEMON_LOGS,
+    OVS_LOGDIR,
+    check_domain_start,
+    wait_for_daemons,
 )
 
-__all__ = ["PrepareResult", "check_domain_start", "daemon_status", "prepare_host",
+__all__ = ["PrepareResult", "apply_host_plan", "check_domain_start", "prepare_host",
            "wait_for_daemons"]  # fmt: skip
 
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
-OVS_LOGDIR = Path(os.environ.get("OVS_LOGDIR", "/var/log/openvswitch"))
-LIBVIRT_URI = "qemu:///system"
-KERNEL_MODULES = ("openvswitch", "vhost_net")
-# Start order matters: ovs-vswitchd needs ovsdb-server, libvirtd logs through virtlogd.
-DAEMON_ORDER = ("ovsdb-server", "ovs-vswitchd", "virtlogd", "libvirtd")
-SYSTEMD_UNITS = {
-    "ovsdb-server": "ovsdb-server.service",
-    "ovs-vswitchd": "ovs-vswitchd.service",
-    "virtlogd": "virtlogd.service",
-    "libvirtd": "libvirtd.service",
-}
-DAEMON_LOGS = {
-    "ovsdb-server": OVS_LOGDIR / "ovsdb-server.log",
-    "ovs-vswitchd": OVS_LOGDIR / "ovs-vswitchd.log",
-    "virtlogd": Path("/var/log/libvirt/virtlogd.log"),
-    "libvirtd": Path("/var/log/libvirt/libvirtd.log"),
-}
-
-PROBE_DOMAIN = "virtio-lab-hostprobe"
-PROBE_TAP = "vlhostprobe0"
-# A constant document (nothing is interpolated): no disk, no display, one 4-queue virtio NIC
-# on a pre-created multi_queue tap, the way labs plug their NICs.
-PROBE_DOMAIN_XML = """<domain type='qemu'>
-  <name>virtio-lab-hostprobe</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>4</vcpu>
-  <os><type arch='x86_64'>hvm</type></os>
-  <devices>
-    <interface type='ethernet'>
-      <target dev='vlhostprobe0' managed='no'/>
-      <model type='virtio'/>
-      <driver name='qemu' queues='4'/>
-    </interface>
-  </devices>
-</domain>
-"""
 
 
 @dataclass
 class PrepareResult:
-    """What `prepare_host` changed."""
+    """What `prepare_host` did: the plan it applied, and the actions it carried out."""
 
-    actions: list[str] = field(default_factory=list)  # human-readable; empty = nothing to do
+    plan: HostPlan
+    # The plan's actions, less a start found unnecessary (a package's install started it).
+    actions: list[HostAction] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """`provision host prepare --json`."""
+        return {"actions": [a.to_dict() for a in self.actions], "changed": self.changed,
+                "check": False}  # fmt: skip
 
 
 def prepare_host(
@@ -94,40 +71,46 @@ def prepare_host(
     install: bool = True,
     smoke_test: bool = True,
 ) -> PrepareResult:
-    """Install what is missing, start what is not running, and prove a domain can start.
+    """Plan (``plan_host``), apply the plan, wait until the daemons answer, and prove libvirtd
+    can start a lab-like domain.
 
-    `caps` saves re-probing the packages; daemons are always observed afresh. With
+    `caps` is a full probe (``probe_host()``) made just before; None probes now. With
     `install=False` missing packages are a HostError instead of an apt-get run.
     """
-    result = PrepareResult()
-
-    def act(message: str) -> None:
-        result.actions.append(message)
-        log(message)
-
-    missing = caps.missing_packages if caps is not None else missing_packages()
-    if missing:
-        if not install:
-            raise HostError(
-                f"missing Debian packages: {' '.join(missing)}; run "
-                f"`apt-get install {' '.join(missing)}` or `provision host prepare`"
-            )
-        _install_packages(missing, log)
-        act(f"installed packages: {' '.join(missing)}")
-    for module in KERNEL_MODULES:
-        if _load_module(module):
-            act(f"loaded kernel module {module}")
-    use_systemd = systemd_running()
-    running = daemon_status()
-    for name in DAEMON_ORDER:
-        if not running[name]:
-            how = _start_daemon(name, use_systemd)
-            act(f"started {name} ({how})")
+    caps = caps if caps is not None else probe_host(kvm_probe_timeout=0)
+    host_plan = plan_host(caps, install)
+    result = PrepareResult(host_plan, apply_host_plan(host_plan, caps.systemd, log))
     wait_for_daemons()
     if smoke_test:
         check_domain_start()
         log("libvirtd started and destroyed a test domain with a 4-queue tap NIC")
     return result
+
+
+def apply_host_plan(
+    host_plan: HostPlan, use_systemd: bool, log: Callable[[str], None] = lambda s: None
+) -> list[HostAction]:
+    """Carry out a host plan in order; return the actions taken. Raises HostError naming the
+    daemon and its log when one does not start, OperationError when apt-get or modprobe fail."""
+    done: list[HostAction] = []
+    packages = tuple(a.target for a in host_plan.actions if a.kind == "install")
+    if packages:
+        _install_packages(packages, log)
+        done += [a for a in host_plan.actions if a.kind == "install"]
+        log(f"installed packages: {' '.join(packages)}")
+    for action in host_plan.actions:
+        if action.kind == "load-module" and not module_loaded(action.target):
+            _run(["modprobe", action.target], timeout=60)
+            done.append(action)
+            log(f"loaded kernel module {action.target}")
+        elif action.kind == "start-daemon":
+            if daemon_running(action.target):  # e.g. the package's install started it
+                log(f"{action.target} is running already")
+                continue
+            how = _start_daemon(action.target, use_systemd)
+            done.append(action)
+            log(f"started {action.target} ({how})")
+    return done
 
 
 def _run(argv: list[str], timeout: float = 120.0, env: dict[str, str] | None = None) -> str:
@@ -165,14 +148,6 @@ def _install_packages(packages: tuple[str, ...], log: Callable[[str], None]) -> 
         ["apt-get", *lock, "install", "-y", *packages],
         timeout=3600, env=env,
     )  # fmt: skip
-
-
-def _load_module(name: str) -> bool:
-    """modprobe a kernel module the kernel has but has not loaded; True if it did."""
-    if Path(f"/sys/module/{name}").exists() or not module_loadable(name):
-        return False
-    _run(["modprobe", name], timeout=60)
-    return True
 
 
 # ---- starting daemons ------------------------------------------------------------------
@@ -220,133 +195,3 @@ def _direct_ovs_vswitchd_argv() -> list[str]:
         "--no-chdir", f"--log-file={DAEMON_LOGS['ovs-vswitchd']}",
         f"--pidfile={DAEMON_PIDFILES['ovs-vswitchd']}", "--detach", "--monitor",
     ]  # fmt: skip
-
-
-# ---- waiting until daemons answer --------------------------------------------------------
-
-
-def _ovsdb_problem(remaining: float) -> str | None:
-    try:
-        dbs = jsonrpc_call(OVSDB_SOCK, "list_dbs", [], timeout=min(remaining, 2.0))
-    except (OSError, ValueError) as exc:
-        return f"no answer on {OVSDB_SOCK} ({exc})"
-    return (
-        None if "Open_vSwitch" in (dbs or []) else f"{OVSDB_SOCK} serves no Open_vSwitch database"
-    )
-
-
-def _vswitchd_problem(remaining: float) -> str | None:
-    pid = daemon_pid("ovs-vswitchd")
-    if pid is None:
-        return "no ovs-vswitchd process"
-    ctl = OVS_RUNDIR / f"ovs-vswitchd.{pid}.ctl"
-    try:
-        jsonrpc_call(ctl, "version", [], timeout=min(remaining, 2.0))
-        row = open_vswitch_row(["cur_cfg", "next_cfg"], timeout=min(remaining, 2.0))
-    except (OSError, ValueError) as exc:
-        return f"no answer on {ctl} ({exc})"
-    if row["cur_cfg"] != row["next_cfg"]:
-        return f"Open_vSwitch cur_cfg {row['cur_cfg']} has not reached next_cfg {row['next_cfg']}"
-    return None
-
-
-def _virtlogd_problem(remaining: float) -> str | None:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(min(remaining, 2.0))
-        try:
-            sock.connect(str(VIRTLOGD_SOCK))
-        except OSError as exc:
-            return f"no listener on {VIRTLOGD_SOCK} ({exc.strerror or exc})"
-    return None
-
-
-def _libvirtd_problem(remaining: float) -> str | None:
-    if not LIBVIRT_SOCK.exists():
-        return f"{LIBVIRT_SOCK} does not exist"
-    # The first connection after a start probes QEMU's capabilities: seconds, not ms.
-    argv = ["virsh", "-c", LIBVIRT_URI, "version"]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=remaining, check=False)
-    except subprocess.TimeoutExpired:
-        return f"`{' '.join(argv)}` did not answer"
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        return f"`{' '.join(argv)}` failed: {lines[0] if lines else proc.returncode}"
-    return None
-
-
-_PROBLEM_CHECKS: dict[str, Callable[[float], str | None]] = {
-    "ovsdb-server": _ovsdb_problem,
-    "ovs-vswitchd": _vswitchd_problem,
-    "virtlogd": _virtlogd_problem,
-    "libvirtd": _libvirtd_problem,
-}
-
-
-def wait_for_daemons(timeout: float = 30.0) -> None:
-    """Wait until ovsdb-server, ovs-vswitchd, virtlogd and libvirtd answer; else HostError."""
-    deadline = time.monotonic() + timeout
-    for name in DAEMON_ORDER:
-        while (problem := _PROBLEM_CHECKS[name](max(deadline - time.monotonic(), 0.5))) is not None:
-            if time.monotonic() >= deadline:
-                raise HostError(f"{name} is not answering: {problem}; {_how_to_fix(name)}")
-            time.sleep(0.2)
-
-
-def _how_to_fix(name: str) -> str:
-    if systemd_running():
-        return f"check `systemctl status {SYSTEMD_UNITS[name]}`, then `provision host prepare`"
-    return f"check {DAEMON_LOGS[name]}, then run `provision host prepare`"
-
-
-# ---- proving libvirt can run a lab-like domain ---------------------------------------------
-
-
-def _virsh(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    argv = ["virsh", "-c", LIBVIRT_URI, *args]
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise HostError(
-            f"libvirtd did not answer `{' '.join(argv)}` in {timeout:g}s; {_how_to_fix('libvirtd')}"
-        ) from exc
-
-
-def _remove_probe_leftovers() -> None:
-    if _virsh("domstate", PROBE_DOMAIN).returncode == 0:
-        _virsh("destroy", PROBE_DOMAIN)
-    if Path(f"/sys/class/net/{PROBE_TAP}").exists():
-        subprocess.run(["ip", "link", "delete", PROBE_TAP], capture_output=True, check=False)
-
-
-def check_domain_start() -> None:
-    """Start and destroy a transient TCG domain with a 4-queue NIC on a multi_queue tap.
-
-    Raises HostError with libvirt's message when libvirtd cannot start it. Removes the
-    domain and the tap in every case.
-    """
-    _remove_probe_leftovers()
-    try:
-        _run(["ip", "tuntap", "add", "dev", PROBE_TAP, "mode", "tap", "multi_queue"])
-        with tempfile.NamedTemporaryFile("w", prefix="virtio-lab-", suffix=".xml") as xml:
-            xml.write(PROBE_DOMAIN_XML)
-            xml.flush()
-            created = _virsh("create", xml.name)
-        if created.returncode != 0:
-            lines = created.stderr.strip().splitlines() or [f"virsh exited {created.returncode}"]
-            raise HostError(
-                f"libvirtd cannot start a QEMU domain: {lines[-1].removeprefix('error: ')}; see "
-                f"/var/log/libvirt/qemu/{PROBE_DOMAIN}.log and {DAEMON_LOGS['libvirtd']}"
-            )
-        state = _virsh("domstate", PROBE_DOMAIN).stdout.strip()
-        if state != "running":
-            raise HostError(
-                f"libvirtd started test domain {PROBE_DOMAIN} but it is {state or 'gone'}; "
-                f"see /var/log/libvirt/qemu/{PROBE_DOMAIN}.log"
-            )
-    except OperationError as exc:
-        raise HostError(
-            f"cannot create test tap {PROBE_TAP}: {exc}; is /dev/net/tun there?"
-        ) from exc
-    finally:
-        _remove_probe_leftovers()

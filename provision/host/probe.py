@@ -1,38 +1,42 @@
 """What this host can do: the read-only host probe behind `provision host check`.
 
 This module owns `HostCaps` and every observation that fills it: whether KVM can really run
-a guest (decided by booting one, not by the device's existence), whether /dev/vhost-net
-opens, whether the OVS kernel datapath exists, which Debian packages are missing, which
-daemons run, and the component versions. It changes nothing on the host; preparing the host
-is `provision.host.prepare`.
-
-It also holds the tiny stdlib JSON-RPC client used to ask ovsdb-server and ovs-vswitchd
-whether they answer (the lab itself talks to OVSDB through ovsdbapp, not through this).
+a guest (`provision.host.kvm` boots one to decide), whether /dev/vhost-net opens, whether
+the OVS kernel datapath exists, which Debian packages are missing, which daemons run, and
+the component versions. It changes nothing on the host; preparing the host is
+`provision.host.prepare`. It talks to ovsdb-server through the lab's own OVSDB client
+(`provision.backends.ovs`) and to libvirtd through libvirt-python.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import os
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
-import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from xml.etree import ElementTree as ET
+
+from provision.errors import HostError
+from provision.host.domcaps import DomainCaps, parse_domain_caps
+from provision.host.kvm import kvm_probe_cached
+
+if TYPE_CHECKING:
+    import libvirt
 
 REQUIRED_PACKAGES: tuple[str, ...] = (
     "qemu-system-x86", "qemu-utils", "libvirt-daemon-system", "libvirt-clients", "libvirt-dev",
     "pkg-config", "openvswitch-switch", "linux-image-amd64", "busybox-static",
     "qemu-guest-agent", "ethtool", "iperf3", "iproute2", "libxml2-utils",
 )  # fmt: skip
+
+# Kernel modules `host prepare` loads when the kernel has them but has not loaded them.
+KERNEL_MODULES: tuple[str, ...] = ("openvswitch", "vhost_net")
 
 OVS_RUNDIR = Path(os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"))
 OVSDB_SOCK = OVS_RUNDIR / "db.sock"
@@ -48,13 +52,6 @@ DAEMON_PIDFILES: dict[str, Path] = {
 # socket unit counts as running.
 SYSTEMD_SOCKET_UNITS = {"libvirtd": "libvirtd.socket", "virtlogd": "virtlogd.socket"}
 
-# Real-mode busy loop the KVM probe guest runs before it reports through isa-debug-exit.
-# Real KVM finishes it in well under 0.1 s; TCG in ~0.8 s; a /dev/kvm that emulates every
-# guest instruction (kvm_pvm, or nested without hardware support) never does.
-KVM_PROBE_LOOPS = 100_000_000
-_DEBUG_EXIT_PORT = 0xF4
-_DEBUG_EXIT_STATUS = (1 << 1) | 1  # the guest writes 1; QEMU exits with (value << 1) | 1
-
 
 @dataclass(frozen=True)
 class HostCaps:
@@ -68,15 +65,38 @@ class HostCaps:
     ovs_kernel_datapath: bool  # OVS datapath_type "system" can work (module loaded or loadable)
     ovs_reason: str
     ovs_datapath_types: tuple[str, ...]  # Open_vSwitch.datapath_types, () if OVSDB unreachable
+    emulator: str  # <emulator> of lab domains: libvirt's domain capabilities <path>, "" unknown
+    machine: str  # <type machine=...> of lab domains, from those capabilities, "" unknown
     versions: dict[str, str] = field(default_factory=dict)  # libvirt, qemu, ovs, kernel, ...
     missing_packages: tuple[str, ...] = ()  # REQUIRED_PACKAGES not installed
     daemons: dict[str, bool] = field(default_factory=dict)  # daemon name -> running
     systemd: bool = False  # PID 1 is systemd
+    loadable_modules: tuple[str, ...] = ()  # KERNEL_MODULES not loaded that modprobe can load
+
+    @property
+    def vhost_net_usable(self) -> bool:
+        """Whether lab NICs can get vhost-net: libvirt opens /dev/vhost-net for KVM domains
+        only (qemuInterfaceOpenVhostNet), so a TCG domain runs userspace virtio whatever its
+        XML asks; the device alone is not enough."""
+        return self.vhost_net and self.kvm_usable
 
     @property
     def best_backend(self) -> str:
         """The virtio-net backend `backend: auto` picks."""
-        return "vhost-net" if self.vhost_net else "userspace"
+        return "vhost-net" if self.vhost_net_usable else "userspace"
+
+    @property
+    def backend_reason(self) -> str:
+        """Why `best_backend` is what it is, in one line."""
+        if not self.vhost_net:
+            also = "" if self.kvm_usable else "; vhost-net would also need KVM, not usable here"
+            return self.vhost_reason + also
+        if not self.kvm_usable:
+            return (
+                "vhost-net needs a KVM domain (libvirt opens /dev/vhost-net for KVM domains "
+                f"only) and KVM is not usable: {self.kvm_reason}"
+            )
+        return f"{self.vhost_reason} and KVM is usable"
 
     @property
     def best_ovs_datapath_type(self) -> str:
@@ -91,35 +111,48 @@ class HostCaps:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, with the derived choices included."""
         data = asdict(self)
-        for key in ("ovs_datapath_types", "missing_packages"):
+        for key in ("ovs_datapath_types", "missing_packages", "loadable_modules"):
             data[key] = list(data[key])
+        data["vhost_net_usable"] = self.vhost_net_usable
         data["best_backend"] = self.best_backend
+        data["backend_reason"] = self.backend_reason
         data["best_ovs_datapath_type"] = self.best_ovs_datapath_type
         data["domain_type"] = self.domain_type
         return data
 
 
-def probe_host(kvm_probe_timeout: float = 3.0) -> HostCaps:
+def probe_host(kvm_probe_timeout: float = 3.0, refresh: bool = True) -> HostCaps:
     """Observe this host; a kvm_probe_timeout of 0 skips the KVM boot probe (kvm_usable False).
 
-    Always runs the KVM probe afresh and records its answer for ``lab_caps()``.
+    Runs the KVM probe afresh and records its answer for ``lab_caps()``; ``refresh=False``
+    reuses the recorded answer, as lab commands do. Never fails for a daemon that is down: it
+    reports it (libvirtd down leaves emulator and machine "").
     """
     if kvm_probe_timeout > 0:
-        kvm_usable, kvm_reason = kvm_probe_cached(kvm_probe_timeout, refresh=True)
+        kvm_usable, kvm_reason = kvm_probe_cached(kvm_probe_timeout, refresh=refresh)
     else:
         kvm_usable, kvm_reason = False, "KVM probe skipped"
-    return _caps(kvm_usable, kvm_reason, full=True)
+    try:
+        dcaps: DomainCaps | None = domain_caps("kvm" if kvm_usable else "qemu")
+    except HostError:
+        dcaps = None
+    return _caps(kvm_usable, kvm_reason, dcaps, full=True)
 
 
-def lab_caps(kvm_probe_timeout: float = 3.0) -> HostCaps:
-    """What lab commands need (accelerator, vhost-net, OVS datapath), fast enough for a no-op
-    `up`: the KVM probe's answer is reused while the boot, /dev/kvm and QEMU are unchanged;
-    versions, packages and daemons are left out."""
+def lab_caps(kvm_probe_timeout: float = 3.0, conn: libvirt.virConnect | None = None) -> HostCaps:
+    """What lab commands need (accelerator, vhost-net, OVS datapath, emulator and machine),
+    fast enough for a no-op `up`: the KVM probe's answer is reused while the boot, /dev/kvm
+    and QEMU are unchanged; versions, packages and daemons are left out.
+
+    `conn` is an open libvirt connection to ask; None opens one. HostError (exit 4) when
+    libvirtd does not answer or has no QEMU for the domain type.
+    """
     kvm_usable, kvm_reason = kvm_probe_cached(kvm_probe_timeout)
-    return _caps(kvm_usable, kvm_reason, full=False)
+    dcaps = domain_caps("kvm" if kvm_usable else "qemu", conn)
+    return _caps(kvm_usable, kvm_reason, dcaps, full=False)
 
 
-def _caps(kvm_usable: bool, kvm_reason: str, full: bool) -> HostCaps:
+def _caps(kvm_usable: bool, kvm_reason: str, dcaps: DomainCaps | None, full: bool) -> HostCaps:
     vhost, vhost_reason = probe_vhost_net()
     ovs_kernel, ovs_reason = probe_ovs_kernel_datapath()
     return HostCaps(
@@ -130,117 +163,42 @@ def _caps(kvm_usable: bool, kvm_reason: str, full: bool) -> HostCaps:
         ovs_kernel_datapath=ovs_kernel,
         ovs_reason=ovs_reason,
         ovs_datapath_types=ovs_datapath_types(),
+        emulator=dcaps.emulator if dcaps else "",
+        machine=dcaps.machine if dcaps else "",
         versions=component_versions() if full else {},
         missing_packages=missing_packages() if full else (),
         daemons=daemon_status() if full else {},
         systemd=systemd_running(),
+        loadable_modules=loadable_modules() if full else (),
     )
 
 
-def _probe_key() -> dict[str, Any]:
-    """What the KVM probe's answer depends on; a change of any part probes again."""
-    key: dict[str, Any] = {"boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip()}
-    for name, path in (("kvm", "/dev/kvm"), ("qemu", shutil.which("qemu-system-x86_64"))):
-        try:
-            st = os.stat(path) if path else None
-        except OSError:
-            st = None
-        key[name] = [st.st_rdev, st.st_ino, st.st_mtime_ns] if st else None
-    return key
+def domain_caps(virttype: str, conn: libvirt.virConnect | None = None) -> DomainCaps:
+    """libvirt's domain capabilities for x86_64 guests of `virttype` (kvm | qemu): the
+    emulator and machine lab domains get. HostError naming libvirtd when it cannot say."""
+    import libvirt
 
+    from provision.backends import virt  # imports core modules that import this one
 
-def probe_cache_path() -> Path:
-    return Path(os.environ.get("VIRTIO_LAB_RUNDIR", "/run/virtio-lab")) / "kvm-probe.json"
-
-
-def kvm_probe_cached(timeout: float = 3.0, refresh: bool = False) -> tuple[bool, str]:
-    """``probe_accelerator("kvm")``, remembered in /run until the host changes."""
-    path, key = probe_cache_path(), _probe_key()
-    if not refresh:
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            data = json.loads(path.read_text())
-            if data["key"] == key:
-                return bool(data["usable"]), str(data["reason"])
-    usable, reason = probe_accelerator("kvm", timeout)
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": key, "usable": usable, "reason": reason}))
-        tmp.replace(path)
-    return usable, reason
-
-
-# ---- KVM -------------------------------------------------------------------------------
-
-
-def _probe_boot_sector(loops: int) -> bytes:
-    code = (
-        b"\x66\xb9"
-        + struct.pack("<I", loops)  # mov ecx, loops
-        + b"\x66\x49"  # dec ecx
-        + b"\x75\xfc"  # jnz (back to dec ecx)
-        + b"\xb0\x01"  # mov al, 1
-        + bytes([0xE6, _DEBUG_EXIT_PORT])  # out 0xf4, al: isa-debug-exit ends QEMU
-        + b"\xfa\xf4\xeb\xfd"  # cli; hlt; jmp (back to hlt)
-    )
-    return code.ljust(510, b"\0") + b"\x55\xaa"
-
-
-@functools.cache  # the answer does not change while a process runs; cache_clear() resets
-def probe_accelerator(accel: str = "kvm", timeout: float = 3.0) -> tuple[bool, str]:
-    """Boot a one-sector guest under QEMU with `accel` and report whether it ran to the end.
-
-    `accel="tcg"` is the control that proves the probe itself is sound. Costs ~0.3 s where
-    KVM works and `timeout` where it does not.
-    """
-    if accel == "kvm":
-        try:
-            os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
-        except OSError as exc:
-            return False, f"/dev/kvm cannot be opened: {exc.strerror}"
-    qemu = shutil.which("qemu-system-x86_64")
-    if qemu is None:
-        return False, "qemu-system-x86_64 not found (package qemu-system-x86)"
-    with tempfile.TemporaryDirectory(prefix="virtio-lab-probe-") as tmp:
-        image = Path(tmp) / "boot.img"
-        image.write_bytes(_probe_boot_sector(KVM_PROBE_LOOPS))
-        argv = [
-            qemu, "-accel", accel, "-machine", "pc", "-m", "16", "-display", "none",
-            "-nodefaults", "-no-reboot",
-            "-device", f"isa-debug-exit,iobase={_DEBUG_EXIT_PORT:#x},iosize=0x04",
-            "-drive", f"file={image},format=raw,if=ide",
-        ]  # fmt: skip
-        started = time.monotonic()
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True, text=True,
-        )  # fmt: skip
-        try:
-            _, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            return False, _slow_guest_reason(accel, timeout)
-        elapsed = time.monotonic() - started
-    if proc.returncode == _DEBUG_EXIT_STATUS:
-        return True, f"a test guest ran {KVM_PROBE_LOOPS:.0e} loops under {accel} in {elapsed:.1f}s"
-    last = err.strip().splitlines()[-1] if err.strip() else "no message"
-    return False, f"QEMU -accel {accel} failed (exit {proc.returncode}): {last}"
-
-
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
-
-
-def _slow_guest_reason(accel: str, timeout: float) -> str:
-    reason = (
-        f"a test guest under {accel} did not finish in {timeout:g}s (TCG needs ~1s): "
-        f"/dev/kvm cannot run an ordinary guest at usable speed"
-    )
-    if Path("/sys/module/kvm_pvm").exists():
-        reason += " (it is kvm_pvm, which runs only PVM-enabled guest kernels)"
-    return reason + "; labs use domain type qemu (TCG)"
+    own = conn is None
+    conn = virt.connect() if conn is None else conn  # HostError names libvirtd and the fix
+    try:
+        xml = conn.getDomainCapabilities(None, "x86_64", None, virttype)
+    except libvirt.libvirtError as exc:
+        raise HostError(
+            f"libvirtd has no x86_64 QEMU for domain type {virttype} "
+            f"({exc.get_error_message()}); run `provision host prepare` (package qemu-system-x86)"
+        ) from None
+    finally:
+        if own:
+            conn.close()
+    try:
+        return parse_domain_caps(xml)
+    except (ValueError, ET.ParseError) as exc:
+        raise HostError(
+            f"libvirtd's domain capabilities for {virttype} are unusable ({exc}); "
+            "run `provision host prepare` (package qemu-system-x86)"
+        ) from None
 
 
 # ---- vhost-net and the OVS kernel datapath ---------------------------------------------
@@ -270,6 +228,16 @@ def probe_ovs_kernel_datapath() -> tuple[bool, str]:
         "this kernel has no openvswitch module (no genetlink family ovs_datapath): "
         "bridges use the userspace datapath_type netdev"
     )
+
+
+def module_loaded(name: str) -> bool:
+    """Whether a kernel module is loaded (or built in with parameters: /sys/module/NAME)."""
+    return Path(f"/sys/module/{name}").exists()
+
+
+def loadable_modules(names: tuple[str, ...] = KERNEL_MODULES) -> tuple[str, ...]:
+    """The modules among `names` that are not loaded but `modprobe` could load."""
+    return tuple(n for n in names if not module_loaded(n) and module_loadable(n))
 
 
 def module_loadable(name: str) -> bool:
@@ -304,65 +272,22 @@ def genl_family_exists(name: str) -> bool:
     return msg_type == genl_id_ctrl
 
 
-# ---- OVSDB / unixctl JSON-RPC ----------------------------------------------------------
-
-
-def jsonrpc_call(
-    sock_path: Path | str, method: str, params: list[Any], timeout: float = 2.0
-) -> Any:
-    """One JSON-RPC request on an OVS unix socket (OVSDB or a daemon's unixctl .ctl socket).
-
-    Returns the result; raises OSError when the socket does not answer and ValueError when
-    the answer is an error.
-    """
-    request = json.dumps({"method": method, "params": params, "id": 0}).encode()
-    decoder = json.JSONDecoder()
-    buffer = ""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(sock_path))
-        sock.sendall(request)
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"{sock_path} closed the connection")
-            buffer += chunk.decode()
-            try:
-                reply, _ = decoder.raw_decode(buffer.lstrip())
-            except ValueError:
-                continue  # message not complete yet
-            if isinstance(reply, dict) and reply.get("id") == 0:
-                break
-            buffer = ""  # a notification or echo request from the server: not ours
-    if reply.get("error"):
-        raise ValueError(f"{sock_path}: {method} failed: {reply['error']}")
-    return reply.get("result")
-
-
-def open_vswitch_row(columns: list[str], timeout: float = 2.0) -> dict[str, Any]:
-    """Select the single Open_vSwitch row's `columns` from ovsdb-server."""
-    op = {"op": "select", "table": "Open_vSwitch", "where": [], "columns": columns}
-    result = jsonrpc_call(OVSDB_SOCK, "transact", ["Open_vSwitch", op], timeout)
-    rows = result[0].get("rows", []) if result else []
-    if not rows:
-        raise ValueError("the Open_vSwitch table has no row (database not initialised)")
-    return rows[0]
-
-
-def ovs_set(value: Any) -> list[Any]:
-    """Decode an OVSDB set column (a bare atom or ["set", [...]]) into a list."""
-    if isinstance(value, list) and value and value[0] == "set":
-        return list(value[1])
-    return [value]
+# ---- OVSDB ------------------------------------------------------------------------------
 
 
 def ovs_datapath_types() -> tuple[str, ...]:
     """Open_vSwitch.datapath_types as ovs-vswitchd reports it, () if OVSDB is unreachable."""
+    from provision.backends.ovs import Ovs  # the lab's own OVSDB client (imports core)
+    from provision.errors import HostError
+
     try:
-        row = open_vswitch_row(["datapath_types"])
-    except (OSError, ValueError, KeyError, IndexError):
+        ovs = Ovs(f"unix:{OVSDB_SOCK}", timeout=2.0)
+    except HostError:
         return ()
-    return tuple(sorted(ovs_set(row["datapath_types"])))
+    try:
+        return ovs.datapath_types()
+    finally:
+        ovs.close()
 
 
 # ---- packages, daemons, versions -------------------------------------------------------
@@ -422,11 +347,14 @@ def _socket_unit_active(name: str) -> bool:
     return result.returncode == 0
 
 
+def daemon_running(name: str) -> bool:
+    """Whether daemon `name` runs (or, under systemd, its socket unit is active)."""
+    return daemon_pid(name) is not None or _socket_unit_active(name)
+
+
 def daemon_status() -> dict[str, bool]:
     """Whether ovsdb-server, ovs-vswitchd, virtlogd and libvirtd are running."""
-    return {
-        name: daemon_pid(name) is not None or _socket_unit_active(name) for name in DAEMON_PIDFILES
-    }
+    return {name: daemon_running(name) for name in DAEMON_PIDFILES}
 
 
 def _first_line(argv: list[str]) -> str:

@@ -25,6 +25,7 @@ def caps(vhost: bool = False, kvm: bool = False, ovs_kernel: bool = False) -> Ho
         kvm_usable=kvm, kvm_reason="test", vhost_net=vhost, vhost_reason="test",
         ovs_kernel_datapath=ovs_kernel, ovs_reason="test",
         ovs_datapath_types=("netdev", "system"),
+        emulator="/usr/bin/qemu-system-x86_64", machine="pc",
     )
 
 

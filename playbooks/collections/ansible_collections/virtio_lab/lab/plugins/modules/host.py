@@ -42,7 +42,8 @@ attributes:
     support: full
     description:
       - Reports what is missing (packages, kernel modules, daemons, guest image) and would be
-        installed, loaded, started or built, without changing anything.
+        installed, loaded, started or built, without changing anything. The host part is the
+        library's host plan, the same as C(provision host prepare --check --json) reports.
   diff_mode:
     support: none
 requirements:
@@ -81,11 +82,17 @@ changed:
   returned: always
   type: bool
 actions:
-  description: What was done (check mode, what would be done), one line each.
+  description:
+    - What was done (check mode, what would be done), in order; the same actions as
+      C(provision host prepare [--check] --json) reports, plus the guest image build.
   returned: always
   type: list
-  elements: str
-  sample: ["started ovsdb-server (ovs-ctl ...)", "built image tiny"]
+  elements: dict
+  contains:
+    kind: {description: "install, load-module, start-daemon or build-image", type: str}
+    target: {description: The package, kernel module, daemon or image, type: str}
+    reason: {description: Why, in one line, type: str}
+  sample: [{kind: start-daemon, target: ovsdb-server, reason: "not running; ..."}]
 missing_packages:
   description: Debian packages that were missing before the task.
   returned: always
@@ -114,7 +121,6 @@ caps:
   type: dict
 """
 
-from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -125,56 +131,55 @@ from ansible_collections.virtio_lab.lab.plugins.module_utils.provision_common im
 )
 
 
-def would_do(install: bool, image: bool, caps: Any) -> list[str]:
-    """What a real run would do, from observation only (check mode)."""
+def image_action(image: bool) -> list[dict[str, str]]:
+    """The guest image build a real run would add to the host plan (check mode)."""
     from provision.errors import HostError
-    from provision.host import prepare as hostprep
-    from provision.host.probe import module_loadable
+    from provision.host.plan import HostAction
     from provision.image import build as guest_image
 
-    actions = []
-    missing = list(caps.missing_packages)
-    if missing:
-        if not install:
-            raise HostError(f"missing Debian packages: {' '.join(missing)}; set install: true")
-        actions.append(f"install packages: {' '.join(missing)}")
-    for name in hostprep.KERNEL_MODULES:
-        if not Path(f"/sys/module/{name}").exists() and module_loadable(name):
-            actions.append(f"load kernel module {name}")
-    actions += [f"start {d}" for d in hostprep.DAEMON_ORDER if not caps.daemons.get(d)]
-    if image:
-        try:
-            current = guest_image.image_current("tiny")
-        except HostError:  # an input (kernel, busybox, qemu-ga) is missing until packages land
-            current = False
-        if not current:
-            actions.append("build image tiny")
-    return actions
+    if not image:
+        return []
+    try:
+        if guest_image.image_current("tiny"):
+            return []
+        reason = "the cache holds no build of this host's current inputs"
+    except HostError:  # an input (kernel, busybox, qemu-ga) is missing until packages land
+        reason = "its inputs come with the packages to install"
+    return [HostAction("build-image", "tiny", reason).to_dict()]
 
 
-def prepare(install: bool, image: bool, smoke_test: bool) -> tuple[list[str], dict[str, Any]]:
+def check(install: bool, image: bool, caps: Any) -> list[dict[str, str]]:
+    """What a real run would do: the library's host plan, plus the guest image."""
+    from provision.host.plan import plan_host
+
+    return [a.to_dict() for a in plan_host(caps, install).actions] + image_action(image)
+
+
+def prepare(install: bool, image: bool, smoke_test: bool, caps: Any
+            ) -> tuple[list[dict[str, str]], dict[str, Any]]:  # fmt: skip
     from provision.host import prepare as hostprep
+    from provision.host.plan import HostAction
     from provision.image import build as guest_image
-    actions = list(hostprep.prepare_host(install=install, smoke_test=smoke_test).actions)
+
+    result = hostprep.prepare_host(caps, install=install, smoke_test=smoke_test)
+    actions = [a.to_dict() for a in result.actions]
     facts: dict[str, Any] = {}
     if image:
         img, built = guest_image.build_image("tiny")
         if built:
-            actions.append(f"built image tiny ({img.content_hash[:16]})")
+            actions.append(HostAction("build-image", "tiny",
+                                      f"built ({img.content_hash[:16]})").to_dict())
         facts = {"name": img.name, "built": built, "content_hash": img.content_hash,
                  "kernel_version": img.kernel_version, "path": str(img.initrd.parent)}  # fmt: skip
     return actions, facts
 
 
 def host_caps(probe: Any = None) -> dict[str, Any]:
-    """``provision host check --json``, with the KVM answer lab commands use (cached per boot)."""
-    from dataclasses import replace
+    """``provision host check --json``, with the KVM answer lab commands use (cached per boot),
+    so emulator and machine are the ones labs get."""
+    from provision.host.probe import probe_host
 
-    from provision.host.probe import kvm_probe_cached, probe_host
-
-    usable, reason = kvm_probe_cached()
-    return replace(probe or probe_host(kvm_probe_timeout=0), kvm_usable=usable,
-                   kvm_reason=reason).to_dict()  # fmt: skip
+    return (probe or probe_host(refresh=False)).to_dict()
 
 
 def main() -> None:
@@ -190,17 +195,17 @@ def main() -> None:
     from provision.host.probe import probe_host
 
     p = module.params
-    before = run_or_fail(module, probe_host, kvm_probe_timeout=0)
+    before = run_or_fail(module, probe_host, refresh=False)
     out: dict[str, Any] = {
         "missing_packages": list(before.missing_packages),
         "daemons": dict(before.daemons),
     }
     if module.check_mode:
-        actions = run_or_fail(module, would_do, p["install"], p["image"], before)
+        actions = run_or_fail(module, check, p["install"], p["image"], before)
         caps = run_or_fail(module, host_caps, before)
     else:
         actions, out["image"] = run_or_fail(module, prepare, p["install"], p["image"],
-                                            p["smoke_test"])  # fmt: skip
+                                            p["smoke_test"], before)  # fmt: skip
         caps = run_or_fail(module, host_caps, None if actions else before)
         if not out["image"]:
             del out["image"]

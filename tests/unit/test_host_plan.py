@@ -1,0 +1,54 @@
+"""The host plan (`provision host prepare --check`): decided from HostCaps values alone."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from provision.errors import HostError
+from provision.host.plan import DAEMON_ORDER, HostAction, plan_host
+
+from .helpers import caps
+
+ALL_RUNNING = dict.fromkeys(DAEMON_ORDER, True)
+
+
+def test_a_ready_host_has_nothing_to_do() -> None:
+    ready = dataclasses.replace(caps(), daemons=ALL_RUNNING)
+    plan = plan_host(ready)
+    assert plan.actions == () and plan.changed is False
+    assert plan.to_dict() == {"actions": [], "changed": False, "check": True}
+
+
+def test_a_fresh_host_installs_then_loads_then_starts_in_daemon_order() -> None:
+    fresh = dataclasses.replace(
+        caps(), missing_packages=("qemu-utils", "openvswitch-switch"),
+        loadable_modules=("vhost_net",), daemons=dict.fromkeys(DAEMON_ORDER, False),
+    )  # fmt: skip
+    plan = plan_host(fresh)
+    assert [(a.kind, a.target) for a in plan.actions] == [
+        ("install", "qemu-utils"), ("install", "openvswitch-switch"),
+        ("load-module", "vhost_net"),
+        ("start-daemon", "ovsdb-server"), ("start-daemon", "ovs-vswitchd"),
+        ("start-daemon", "virtlogd"), ("start-daemon", "libvirtd"),
+    ]  # fmt: skip
+    assert plan.changed and "/dev/vhost-net" in plan.actions[2].reason
+    assert plan.to_dict()["actions"][0] == {
+        "kind": "install", "target": "qemu-utils", "reason": "not installed (dpkg)"}
+
+
+def test_daemon_reasons_say_how_they_would_start() -> None:
+    stopped = {**ALL_RUNNING, "libvirtd": False}
+    under_systemd = plan_host(dataclasses.replace(caps(), daemons=stopped, systemd=True))
+    assert under_systemd.actions == (
+        HostAction("start-daemon", "libvirtd", "not running; `systemctl start libvirtd.service`"),
+    )
+    direct = plan_host(dataclasses.replace(caps(), daemons=stopped, systemd=False))
+    assert "PID 1 is not systemd" in direct.actions[0].reason
+
+
+def test_missing_packages_without_install_are_a_host_error() -> None:
+    missing = dataclasses.replace(caps(), daemons=ALL_RUNNING, missing_packages=("ethtool",))
+    with pytest.raises(HostError, match=r"missing Debian packages: ethtool; run `apt-get"):
+        plan_host(missing, install=False)
