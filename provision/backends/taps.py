@@ -31,13 +31,18 @@ def _tun_info(link: object) -> dict[str, int] | None:
 
 
 def _observed(link: object, tun: dict[str, int]) -> ObservedTap:
+    multi_queue = bool(tun.get("IFLA_TUN_MULTI_QUEUE"))
+    if multi_queue:
+        attached = int(tun.get("IFLA_TUN_NUM_QUEUES", 0)) - int(
+            tun.get("IFLA_TUN_NUM_DISABLED_QUEUES", 0))
+    else:  # the kernel reports no queue count for a single-queue tap: carrier means attached
+        attached = 1 if link.get("IFLA_CARRIER") else 0  # type: ignore[attr-defined]
     return ObservedTap(
         name=link.get("IFLA_IFNAME"),  # type: ignore[attr-defined]
         owner=from_tap_alias(link.get("IFLA_IFALIAS")),  # type: ignore[attr-defined]
         up=bool(link["flags"] & IFF_UP),  # type: ignore[index]
-        multi_queue=bool(tun.get("IFLA_TUN_MULTI_QUEUE")),
-        queues_attached=int(tun.get("IFLA_TUN_NUM_QUEUES", 0))
-        - int(tun.get("IFLA_TUN_NUM_DISABLED_QUEUES", 0)),
+        multi_queue=multi_queue,
+        queues_attached=attached,
     )
 
 

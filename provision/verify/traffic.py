@@ -100,11 +100,23 @@ def _queue_deltas(counters: Counters, ifname: str, queues: int) -> dict[str, Any
     }
 
 
-def _idle_queues(d: dict[str, Any]) -> list[str]:
+def _idle_queues(d: dict[str, Any], every_rx: bool = True) -> list[str]:
+    """Queues that did not move; with ``every_rx`` False, RX counts as moved when any RX
+    queue did."""
     rx = d["rx_packets"] if d["source"] == "ethtool -S" else d["rx_interrupts"]
     tx = d["tx_packets"] if d["source"] == "ethtool -S" else d["tx_interrupts"]
     idle = [f"rx{q}" for q, v in enumerate(rx) if not v]
+    if not every_rx and len(idle) < len(rx):
+        idle = []
     return idle + [f"tx{q}" for q, v in enumerate(tx) if not v]
+
+
+# Why a VLAN interface's RX is judged as a whole. Measured here (OVS netdev): tagged frames
+# from five addresses all arrived on one RX queue of a 4-queue NIC while untagged frames of
+# the same pings spread over all four, so the tap's flow hash does not see past the tag.
+TAGGED_RX = ("RX of tagged frames: the host tap picks the RX queue by a flow hash that, on "
+             "OVS's userspace datapath, does not see past the VLAN tag, so every TX queue "
+             "and some RX queue must move")
 
 
 def _stats_interval(ovs: Ovs) -> float:
@@ -141,7 +153,8 @@ def _queue_check(ep: Endpoint, peers: list[str], view: GuestView, result: Counte
     d = _queue_deltas(result, iface.parent, ep.queues)
     flows = ep.vcpus * len(peers)
     problems = []
-    idle = _idle_queues(d)
+    every_rx = ep.guest_vlan is None
+    idle = _idle_queues(d, every_rx)
     if idle:
         problems.append(f"queues without traffic: {' '.join(idle)} (of {ep.queues})")
     if ovs["rx_packets"] <= 0 or ovs["tx_packets"] <= 0:
@@ -149,8 +162,10 @@ def _queue_check(ep: Endpoint, peers: list[str], view: GuestView, result: Counte
                         f"{ovs['waited_s']} s (rx +{ovs['rx_packets']}, "
                         f"tx +{ovs['tx_packets']})")
     evidence = {"ifname": iface.ifname, "nic": iface.parent, "peers": peers, "flows": flows,
-                **d, "ovs": ovs}
-    ok = (f"{ep.queues} RX + {ep.queues} TX queues moved ({d['source']}), {flows} flows sent, "
+                **d, "ovs": ovs, "rx_required": "every queue" if every_rx else TAGGED_RX}
+    rx = f"{ep.queues} RX" if every_rx else \
+        f"{sum(1 for v in d['rx_packets'] if v)}/{ep.queues} RX (tagged)"
+    ok = (f"{rx} + {ep.queues} TX queues moved ({d['source']}), {flows} flows sent, "
           f"OVS rx +{ovs['rx_packets']} tx +{ovs['tx_packets']}")
     return verdict("queues", ep.target, problems, evidence, ok)
 
