@@ -116,7 +116,10 @@ def guest_exec(
             return int(status.get("exitcode", -1)), out, err
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
-    raise AgentError(f"{dom.name()}: {path} {' '.join(args)} did not finish in {timeout:.0f} s")
+    command = " ".join([path, *args]).split()  # a script's lines folded, then shortened
+    shown = " ".join(command)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    raise AgentError(f"{dom.name()}: `{shown}` did not finish in {timeout:.0f} s")
 
 
 def parse_nic_report(text: str) -> dict[str, ObservedGuestNic]:

@@ -267,3 +267,11 @@ def deltas(before: dict[int, int], after: dict[int, int], queues: int) -> list[i
     return [
         (after[q] - before[q]) if q in before and q in after else None for q in range(queues)
     ]
+
+
+def size_and_md5(text: str) -> tuple[int, str]:
+    """``wc -c`` then ``md5sum`` output: (bytes, hex digest); (0, "") when absent."""
+    words = text.split()
+    size = int(words[0]) if words and words[0].isdigit() else 0
+    digest = words[1] if len(words) > 1 and len(words[1]) == 32 else ""
+    return size, digest

@@ -2,9 +2,15 @@
 iperf3 inside the guests.
 
 Pings prove L2/L3 and the queues, but ICMP checksums are computed in software: a path that
-drops offloaded TCP/UDP checksums still answers pings. ``l4.tcp`` runs a 1 s TCP stream
-between each traffic pair, wants at least 1 MiB delivered, and reports the receiver's
-``Tcp InCsumErrors`` as evidence.
+drops offloaded TCP/UDP checksums still answers pings. ``l4.tcp`` moves a 1 MiB file of
+random bytes over TCP from one side of each traffic pair to the other (busybox httpd on the
+sender, bound to its lab address; wget on the receiver) and wants every byte to arrive
+unaltered: the receiver's byte count and MD5 equal the sender's. It proves correctness, not
+speed: the transfer may take as long as a loaded host needs (up to ``L4_LIMIT_S``), so a
+healthy lab of many TCG guests on two cores passes, while a path that breaks offloaded
+checksums, which delivers nothing, fails. The receiver's ``Tcp InCsumErrors`` is evidence.
+iperf3 serves only ``perf.*``: its server stops counting when the sender ends the test, so
+its byte counts under-report a slow receiver.
 """
 
 from __future__ import annotations
@@ -20,16 +26,16 @@ from provision.verify.guest import GuestView, run_sh
 from provision.verify.matrix import Endpoint, pair_target
 from provision.verify.model import PASS, Check, skipped, verdict
 
-# $1.. = ports. Servers end after one test, or are killed after 30 s.
+# $1 = seconds a server may live, $2.. = ports. Each server ends after one test.
 _SERVERS = r"""
-for p in "$@"; do timeout -s KILL 30 iperf3 -s -1 -p "$p" > /dev/null 2>&1 & done
+life=$1; shift
+for p in "$@"; do timeout -s KILL "$life" iperf3 -s -1 -p "$p" > /dev/null 2>&1 & done
 i=0
 while [ $i -lt 150 ]; do
   n=0; for p in "$@"; do netstat -ltn | grep -q ":$p " && n=$((n+1)); done
   [ $n -eq $# ] && break
   usleep 20000; i=$((i+1))
 done
-echo "@@ snmp"; cat /proc/net/snmp
 """
 # $1 = IFNAME (the NIC or a VLAN interface on it), $2 = the NIC, $3 = PEER, $4 = seconds,
 # $5 = "pin" to put stream k on CPU k, $6.. = ports: one stream per port, all at once.
@@ -54,9 +60,35 @@ done
 """
 
 
-# A working path moves hundreds of Mbit/s even under TCG; a path that breaks offloaded
-# checksums delivers nothing. 1 MiB in the 1 s stream separates the two with a wide margin.
-MIN_BYTES = 1 << 20
+# A path that breaks offloaded checksums delivers nothing; a working one delivers every byte.
+L4_BYTES = 1 << 20
+L4_LIMIT_S = 60  # a loaded host of TCG guests moves 1 MiB in well under this
+
+# $1 = ADDRESS, $2 = PORT, $3 = bytes, $4 = seconds the server may live. A file of random
+# bytes, its size and MD5, and an HTTP server for it bound to the lab address.
+_SEND = r"""
+d=/tmp/vl-l4.$2; mkdir -p "$d"
+dd if=/dev/urandom of="$d/blob" bs=65536 count=$(($3 / 65536)) 2> /dev/null
+echo "@@ sent"; wc -c < "$d/blob"; md5sum < "$d/blob"
+( timeout -s KILL "$4" httpd -f -p "$1:$2" -h "$d" ) > /dev/null 2>&1 &
+i=0
+while [ $i -lt 150 ] && ! netstat -ltn | grep -q "$1:$2 "; do usleep 20000; i=$((i+1)); done
+"""
+# $1 = ADDRESS, $2 = PORT, $3 = seconds. Fetch the sender's file; its size and MD5.
+_RECEIVE = r"""
+f=/tmp/vl-l4-recv.$2
+echo "@@ snmp before"; cat /proc/net/snmp
+timeout "$3" wget -q -O "$f" "http://$1:$2/blob"; rc=$?
+echo "@@ received $rc"; wc -c < "$f"; md5sum < "$f"; rm -f "$f"
+echo "@@ snmp after"; cat /proc/net/snmp
+"""
+# $1 = PORT: stop the sender's server and remove its file.
+_SEND_DONE = r"""
+for p in $(pidof httpd); do
+  grep -q -- "$1" "/proc/$p/cmdline" 2> /dev/null && kill "$p"
+done
+rm -rf "/tmp/vl-l4.$1"
+"""
 
 
 class PortPool:
@@ -79,17 +111,16 @@ def _csum_errors(text: str) -> int | None:
 def iperf(doms: dict[str, libvirt.virDomain | None], views: dict[str, GuestView],
           a: Endpoint, b: Endpoint, ports: list[int], secs: int,
           pinned: bool) -> dict[str, Any] | str:
-    """iperf3 from ``a`` to ``b``, one stream per port; rates, queue deltas, csum errors."""
+    """iperf3 from ``a`` to ``b`` for ``secs``, one stream per port; rates and queue deltas."""
     da, db = doms.get(a.domain), doms.get(b.domain)
     iface = views[a.domain].iface(a)
     if da is None or db is None or iface is None or views[b.domain].error:
         return "a guest of the pair is not up"
     try:
-        _c, srv, _e = run_sh(db, _SERVERS, [str(p) for p in ports], timeout=20)
-        args = [iface.ifname, iface.parent, b.address or "", str(secs), "pin" if pinned else "-",
-                *map(str, ports)]
+        run_sh(db, _SERVERS, [str(secs + 30), *map(str, ports)], timeout=20)
+        args = [iface.ifname, iface.parent, b.address or "", str(secs),
+                "pin" if pinned else "-", *map(str, ports)]
         _c, out, err = run_sh(da, _CLIENTS, args, timeout=secs + 40)
-        _c, srv_after, _e = run_sh(db, "cat /proc/net/snmp", [], timeout=10)
     except agent.AgentError as exc:
         return str(exc)
     blocks = parse.sections(out)
@@ -102,40 +133,65 @@ def iperf(doms: dict[str, libvirt.virDomain | None], views: dict[str, GuestView]
                             **parse.iperf_summary(body)})
     b0 = parse.queue_packets(parse.ethtool_stats(blocks.get("before ethtool", "")))[1]
     b1 = parse.queue_packets(parse.ethtool_stats(blocks.get("after ethtool", "")))[1]
-    before_err = _csum_errors(parse.sections(srv).get("snmp", ""))
-    after_err = _csum_errors(srv_after)
+    return {"streams": streams, "tx_queue_packets": parse.deltas(b0, b1, a.queues),
+            "stderr": err.strip()[-200:]}
+
+
+def _transfer(doms: dict[str, libvirt.virDomain | None], views: dict[str, GuestView],
+              a: Endpoint, b: Endpoint, port: int) -> dict[str, Any] | str:
+    """Move ``L4_BYTES`` from ``a`` to ``b``; what each side counted."""
+    da, db = doms.get(a.domain), doms.get(b.domain)
+    if da is None or db is None or views[a.domain].error or views[b.domain].error:
+        return "a guest of the pair is not up"
+    try:
+        _c, sent, err = run_sh(da, _SEND, [a.address or "", str(port), str(L4_BYTES),
+                                           str(L4_LIMIT_S + 15)], timeout=30)
+        try:
+            _c, got, _e = run_sh(db, _RECEIVE, [a.address or "", str(port), str(L4_LIMIT_S)],
+                                 timeout=L4_LIMIT_S + 15)
+        finally:
+            run_sh(da, _SEND_DONE, [str(port)], timeout=10)
+    except agent.AgentError as exc:
+        return str(exc)
+    blocks, received = parse.sections(sent), parse.sections(got)
+    header = next((h for h in received if h.startswith("received")), "received")
+    rc = header.split()[1] if len(header.split()) > 1 else ""
+    before = _csum_errors(received.get("snmp before", ""))
+    after = _csum_errors(received.get("snmp after", ""))
     return {
-        "streams": streams,
-        "tx_queue_packets": parse.deltas(b0, b1, a.queues),
-        "peer_tcp_in_csum_errors": (after_err - before_err)
-        if before_err is not None and after_err is not None else None,
+        "sent": parse.size_and_md5(blocks.get("sent", "")),
+        "received": parse.size_and_md5(received.get(header, "")),
+        "wget_exit": int(rc) if rc.isdigit() else None,
+        "peer_tcp_in_csum_errors": after - before if None not in (before, after) else None,
         "stderr": err.strip()[-200:],
     }
 
 
 def tcp_check(doms: dict[str, libvirt.virDomain | None], views: dict[str, GuestView],
               a: Endpoint, b: Endpoint, pool: PortPool) -> Check:
+    """``L4_BYTES`` of random data over TCP from ``a`` to ``b``: pass when every byte
+    arrived unaltered."""
     target = pair_target(a, b)
-    result = iperf(doms, views, a, b, pool.take(1), 1, pinned=False)
+    result = _transfer(doms, views, a, b, pool.take(1)[0])
     if isinstance(result, str):
         return verdict("l4.tcp", target, [f"could not run: {result}"], {})
-    stream = result["streams"][0] if result["streams"] else {"exit": None,
-                                                             "error": "no output"}
-    evidence = {"from": a.address, "to": b.address, **stream,
-                "peer_tcp_in_csum_errors": result["peer_tcp_in_csum_errors"]}
+    sent, got = result["sent"], result["received"]
+    evidence = {"from": a.address, "to": b.address, **result}
     problems = []
-    if stream["exit"] != 0 or stream.get("error") or stream.get("received_bytes", 0) < MIN_BYTES:
-        why = (f"a 1 s TCP stream {a.address} -> {b.address} delivered "
-               f"{stream.get('received_bytes', 0)} bytes (want {MIN_BYTES}): "
-               f"{stream.get('error') or 'too little'}")
+    if sent[0] != L4_BYTES:
+        problems.append(f"the sender could not make its {L4_BYTES}-byte file: {sent}")
+    elif got != sent:
+        why = (f"{sent[0]} bytes sent over TCP {a.address} -> {b.address}, {got[0]} arrived"
+               f"{'' if got[0] != sent[0] else ' altered (MD5 differs)'} (wget exit "
+               f"{result['wget_exit']})")
         if result["peer_tcp_in_csum_errors"]:
             why += (f"; the receiver counted {result['peer_tcp_in_csum_errors']} TCP "
                     "checksum errors: segments arrive with the checksum the guest left to "
                     "offload, which the path never completed")
         problems.append(why)
     return verdict("l4.tcp", target, problems, evidence,
-                   f"1 s TCP stream: {stream.get('sent_bytes', 0)} bytes sent, "
-                   f"{stream.get('received_bytes', 0)} received by the peer")
+                   f"{got[0]} bytes over TCP arrived unaltered (MD5 {got[1][:12]}), "
+                   f"{result['peer_tcp_in_csum_errors']} checksum errors")
 
 
 def perf_checks(doms: dict[str, libvirt.virDomain | None], views: dict[str, GuestView],
