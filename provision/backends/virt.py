@@ -5,6 +5,7 @@ start, stop and remove them.
 from __future__ import annotations
 
 import os
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 
 import libvirt
@@ -74,7 +75,12 @@ def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
         return None
 
 
-def define(conn: libvirt.virConnect, xml: str) -> libvirt.virDomain:
+def define(conn: libvirt.virConnect, xml: str, replaces: libvirt.virDomain | None = None
+           ) -> libvirt.virDomain:
+    """Define a domain; ``replaces``: the existing domain of that name, whose UUID the new
+    definition keeps (libvirt refuses a second UUID for a name; the rendered XML has none)."""
+    if replaces is not None:
+        xml = with_uuid(xml, replaces.UUIDString())
     try:
         return conn.defineXML(xml)
     except libvirt.libvirtError as exc:
@@ -82,6 +88,19 @@ def define(conn: libvirt.virConnect, xml: str) -> libvirt.virDomain:
         raise OperationError(
             f"domain {name}: libvirt refused the definition: {exc.get_error_message()}"
         ) from None
+
+
+def with_uuid(xml: str, uuid: str) -> str:
+    """The domain XML with ``<uuid>`` set (placed after ``<name>``, where libvirt keeps it)."""
+    ET.register_namespace("vlab", OWNER_NS)  # keep the owner element's prefix as rendered
+    root = ET.fromstring(xml)
+    elem = root.find("uuid")
+    if elem is None:
+        elem = ET.Element("uuid")
+        name = root.find("name")
+        root.insert(list(root).index(name) + 1 if name is not None else 0, elem)
+    elem.text = uuid
+    return ET.tostring(root, encoding="unicode")
 
 
 def start(dom: libvirt.virDomain) -> None:

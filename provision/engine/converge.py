@@ -185,7 +185,7 @@ def _converge_domains(b: Backends, changes: list[Change], progress: Progress,
         if dom is not None and change.action in ("replace", "restart"):
             virt.stop(dom)
         if dom is None or change.action == "replace":
-            dom = virt.define(b.conn, want.xml)
+            dom = virt.define(b.conn, want.xml, replaces=dom)
         virt.start(dom)
         progress.advance(task, want.name)
         return want

@@ -90,3 +90,13 @@ def test_values_are_escaped_not_injected() -> None:
     odd = replace(IMAGE, kernel=IMAGE.kernel.parent / "k'<x>&y")
     xml = desired_state(lab(), caps(), odd).domains[0].xml
     assert domxml.domain_facts(xml)["kernel"] == str(odd.kernel)
+
+
+def test_a_replaced_definition_keeps_the_domain_uuid() -> None:
+    from provision.backends.virt import with_uuid
+
+    xml = desired_state(lab(), caps(), IMAGE).domains[0].xml
+    kept = with_uuid(xml, "0be56fdb-6e4b-430c-956a-11c7dafd769b")
+    assert "<uuid>0be56fdb-6e4b-430c-956a-11c7dafd769b</uuid>" in kept
+    assert "<vlab:owner" in kept
+    assert domxml.domain_facts(kept) == domxml.domain_facts(xml)
