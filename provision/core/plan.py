@@ -84,7 +84,7 @@ def plan_changes(desired: DesiredLab, observed: ObservedLab) -> Plan:
     plan = Plan(desired.lab)
     recreated_taps = _plan_taps(desired, observed, plan)
     _plan_bridges(desired, observed, plan)
-    _plan_ports(desired, observed, plan)
+    _plan_ports(desired, observed, plan, recreated_taps)
     restarted = _plan_domains(desired, observed, plan, recreated_taps)
     _plan_guests(desired, observed, plan, restarted)
     _plan_orphans(desired, observed, plan)
@@ -168,7 +168,8 @@ def _plan_bridges(desired: DesiredLab, observed: ObservedLab, plan: Plan) -> Non
                                        _differs(diffs), br))
 
 
-def _plan_ports(desired: DesiredLab, observed: ObservedLab, plan: Plan) -> None:
+def _plan_ports(desired: DesiredLab, observed: ObservedLab, plan: Plan,
+                recreated_taps: set[str]) -> None:
     for port in desired.ports:
         seen = observed.ports.get(port.name)
         want = compare.port_view(port)
@@ -177,6 +178,14 @@ def _plan_ports(desired: DesiredLab, observed: ObservedLab, plan: Plan) -> None:
                                        port))
             continue
         diffs = compare.port_diffs(port, seen)
+        if port.name in recreated_taps:
+            # ovs-vswitchd keeps a port on a vanished device as it was (on the netdev
+            # datapath even ofport stays): only a new port opens the new tap.
+            plan.changes.append(Change("ovs", "replace", "port", port.name,
+                                       compare.port_view(seen), want,
+                                       "its tap is recreated: OVS must open the new device",
+                                       port))
+            continue
         if not diffs:
             continue
         before, after = _split(diffs)

@@ -107,7 +107,9 @@ def test_recreated_tap_restarts_its_running_domain(want: DesiredLab) -> None:
     del seen.taps["ut-vm1-0"]
     plan = plan_changes(want, seen)
     assert [(c.action, c.kind, c.target) for c in plan.changes] == [
-        ("create", "tap", "ut-vm1-0"), ("restart", "domain", "ut-vm1")]
+        ("create", "tap", "ut-vm1-0"), ("replace", "port", "ut-vm1-0"),
+        ("restart", "domain", "ut-vm1")]
+    assert "tap is recreated" in plan.changes[1].reason
 
 
 def test_silent_agent_is_a_pending_change(want: DesiredLab) -> None:
@@ -193,7 +195,8 @@ def test_queues_across_one_and_many_replace_the_tap_and_the_domain(want: Desired
     seen_one = in_sync(one)
     back = plan_changes(want, seen_one)
     assert [(c.action, c.kind, c.target) for c in back.changes] == [
-        ("replace", "tap", "ut-vm1-0"), ("replace", "domain", "ut-vm1")]
+        ("replace", "tap", "ut-vm1-0"), ("replace", "port", "ut-vm1-0"),
+        ("replace", "domain", "ut-vm1")]
 
 
 def test_a_port_ovs_could_not_attach_is_recreated_quoting_the_error(want: DesiredLab) -> None:
@@ -243,7 +246,7 @@ def test_read_back_failure_names_each_object_with_wanted_and_found(want: Desired
     del seen.taps["ut-vm2-0"]
     error = ReadBackError(plan_changes(want, seen))
     lines = str(error).splitlines()
-    assert lines[0] == "lab ut: after up, 3 object(s) are not in the lab's state:"
+    assert lines[0] == "lab ut: after up, 4 object(s) are not in the lab's state:"
     assert "  port ut-vm1-0: differs: tag: tag is 300, want 100" in lines
     assert any(line.startswith("  tap ut-vm2-0: absent") for line in lines), lines
     assert error.exit_code == 1
