@@ -153,7 +153,14 @@ class Ovs:
         if not changes:
             return
         OVSDBAPP_LOG.take()  # records of earlier work are not this transaction's
+        # A port replaced in the same transaction that adds it back keeps ovs-vswitchd's open
+        # device (a recreated tap would stay unread): such ports go first, on their own.
+        replaced = [c.target for c in changes if c.kind == "port" and c.action == "replace"]
         try:
+            if replaced:
+                with self.api.transaction(check_error=True) as txn:
+                    for name in replaced:
+                        txn.add(self.api.del_port(name, if_exists=True))
             with self.api.transaction(check_error=True) as txn:
                 for change in changes:
                     for cmd in self._commands(change):
@@ -191,9 +198,7 @@ class Ovs:
         if not isinstance(target, DesiredPort):
             raise TypeError(f"OVS cannot apply {change.kind} {change.target}")
         cmds = []
-        if change.action in ("create", "replace"):
-            if change.action == "replace":
-                cmds.append(api.del_port(target.name, if_exists=True))
+        if change.action in ("create", "replace"):  # a replaced port is gone by now
             cmds.append(api.add_port(target.bridge, target.name, may_exist=False))
             cmds.append(api.db_set("Interface", target.name,
                                    ("external_ids", target.external_ids)))
