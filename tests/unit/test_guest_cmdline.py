@@ -6,7 +6,8 @@ import pytest
 
 from provision.errors import SpecError
 from provision.image.build import MAX_CMDLINE, guest_cmdline
-from tests.unit.helpers import IMAGE
+
+from .helpers import IMAGE
 
 MAC = "52:54:00:AB:00:01"
 
