@@ -24,9 +24,10 @@ class Diff:
     key: str  # e.g. "tag", "multi_queue", "interface 52:54:00:..:queues", "vlan 30.addresses"
     have: Any
     want: Any
+    text: str = ""  # a sentence for humans where "KEY is X, want Y" says too little
 
     def __str__(self) -> str:
-        return f"{self.key} is {self.have!r}, want {self.want!r}"
+        return self.text or f"{self.key} is {self.have!r}, want {self.want!r}"
 
 
 def _diffs(have: dict[str, Any], want: dict[str, Any]) -> list[Diff]:
@@ -83,19 +84,26 @@ def domain_diffs(want_xml: str, have_facts: dict[str, Any]) -> list[Diff]:
 def guest_nic_diffs(want: GuestNic, have: ObservedGuestNic) -> list[Diff]:
     """Channels, link, address, and each VLAN interface with its address."""
     out = []
+    name = have.ifname
     if have.combined != want.queues:
-        out.append(Diff("combined", have.combined, want.queues))
+        out.append(Diff("combined", have.combined, want.queues,
+                        f"ethtool -l current combined is {have.combined}, want {want.queues}"))
     if not have.up:
-        out.append(Diff("up", False, True))
+        out.append(Diff("up", False, True, f"{name} is down"))
     if want.ip and want.ip not in have.addresses:
-        out.append(Diff("addresses", list(have.addresses), [want.ip]))
+        out.append(Diff("addresses", list(have.addresses), [want.ip],
+                        f"address {want.ip} is not set on {name} "
+                        f"(has {', '.join(have.addresses) or 'none'})"))
     for vlan in want.vlans:
         seen = have.vlan(vlan.vid)
         if seen is None:
-            out.append(Diff(f"vlan {vlan.vid}", None, vlan.ip))
+            out.append(Diff(f"vlan {vlan.vid}", None, vlan.ip,
+                            f"no VLAN {vlan.vid} interface on {name} (want {vlan.ip})"))
             continue
         if not seen.up:
-            out.append(Diff(f"vlan {vlan.vid}.up", False, True))
+            out.append(Diff(f"vlan {vlan.vid}.up", False, True, f"{seen.ifname} is down"))
         if vlan.ip not in seen.addresses:
-            out.append(Diff(f"vlan {vlan.vid}.addresses", list(seen.addresses), [vlan.ip]))
+            out.append(Diff(f"vlan {vlan.vid}.addresses", list(seen.addresses), [vlan.ip],
+                            f"address {vlan.ip} is not set on {seen.ifname} "
+                            f"(has {', '.join(seen.addresses) or 'none'})"))
     return out
