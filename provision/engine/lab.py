@@ -107,12 +107,26 @@ def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: flo
             applied = converge.apply_plan(b, p, progress, agent_timeout=agent_timeout)
             result.agent_seconds = applied.agent_seconds
             t1 = time.monotonic()
-            residual = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
+            residual = read_back(b, want)
             result.readback_seconds = time.monotonic() - t1
             if not residual.in_sync:
                 raise ReadBackError(residual)
     result.seconds = time.monotonic() - t0
     return result
+
+
+def read_back(b: converge.Backends, want: desired.DesiredLab, settle_s: float = 10.0
+              ) -> plan.Plan:
+    """Observe and plan again; an empty plan proves the host holds the lab. What does not
+    match yet is looked at again for up to ``settle_s`` (a loaded guest's agent may miss one
+    call; ovs-vswitchd publishes ofport after a moment), never longer: what is still off then
+    is the residual plan."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        residual = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
+        if residual.in_sync or time.monotonic() >= deadline:
+            return residual
+        time.sleep(0.5)
 
 
 class ReadBackError(OperationError):

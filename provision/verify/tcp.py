@@ -63,6 +63,7 @@ done
 # A path that breaks offloaded checksums delivers nothing; a working one delivers every byte.
 L4_BYTES = 1 << 20
 L4_LIMIT_S = 60  # a loaded host of TCG guests moves 1 MiB in well under this
+L4_STALL_S = 10  # no byte for this long: the path carries nothing
 
 # $1 = ADDRESS, $2 = PORT, $3 = bytes, $4 = seconds the server may live. A file of random
 # bytes, its size and MD5, and an HTTP server for it bound to the lab address.
@@ -74,11 +75,21 @@ echo "@@ sent"; wc -c < "$d/blob"; md5sum < "$d/blob"
 i=0
 while [ $i -lt 150 ] && ! netstat -ltn | grep -q "$1:$2 "; do usleep 20000; i=$((i+1)); done
 """
-# $1 = ADDRESS, $2 = PORT, $3 = seconds. Fetch the sender's file; its size and MD5.
+# $1 = ADDRESS, $2 = PORT, $3 = seconds in all, $4 = seconds without progress (a path that
+# carries nothing fails fast; a slow one has all the time it needs). Fetch the sender's
+# file; its size and MD5.
 _RECEIVE = r"""
 f=/tmp/vl-l4-recv.$2
 echo "@@ snmp before"; cat /proc/net/snmp
-timeout "$3" wget -q -O "$f" "http://$1:$2/blob"; rc=$?
+wget -q -O "$f" "http://$1:$2/blob" & w=$!
+last=-1; still=0; ticks=0  # ticks of 0.2 s: end it after $3 s, or $4 s without a byte
+while kill -0 "$w" 2> /dev/null; do
+  usleep 200000; ticks=$((ticks + 1))
+  n=0; [ -e "$f" ] && n=$(wc -c < "$f")
+  if [ "$n" = "$last" ]; then still=$((still + 1)); else still=0; last=$n; fi
+  if [ $still -ge $(($4 * 5)) ] || [ $ticks -ge $(($3 * 5)) ]; then kill "$w"; break; fi
+done
+wait "$w"; rc=$?
 echo "@@ received $rc"; wc -c < "$f"; md5sum < "$f"; rm -f "$f"
 echo "@@ snmp after"; cat /proc/net/snmp
 """
@@ -147,8 +158,8 @@ def _transfer(doms: dict[str, libvirt.virDomain | None], views: dict[str, GuestV
         _c, sent, err = run_sh(da, _SEND, [a.address or "", str(port), str(L4_BYTES),
                                            str(L4_LIMIT_S + 15)], timeout=30)
         try:
-            _c, got, _e = run_sh(db, _RECEIVE, [a.address or "", str(port), str(L4_LIMIT_S)],
-                                 timeout=L4_LIMIT_S + 15)
+            _c, got, _e = run_sh(db, _RECEIVE, [a.address or "", str(port), str(L4_LIMIT_S),
+                                                str(L4_STALL_S)], timeout=L4_LIMIT_S + 15)
         finally:
             run_sh(da, _SEND_DONE, [str(port)], timeout=10)
     except agent.AgentError as exc:
