@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from provision.image import bootfiles
 from provision.image import build as image
+from provision.image.cmdline import guest_cmdline
 
 TAP = "vlbench0"
 MAC = "52:54:00:be:0c:01"
@@ -158,7 +159,7 @@ def boot_once(args: argparse.Namespace, img: image.GuestImage, tap: bool, prove:
     """QEMU start -> guest-ping answered, in seconds."""
     workdir = Path(tempfile.mkdtemp(prefix="vlbench-"))
     base = dataclasses.replace(img, cmdline=base_cmdline(args, img))
-    cmdline = image.guest_cmdline(base, "bench", [(MAC, GUEST_IP, args.queues)])
+    cmdline = guest_cmdline(base, "bench", [(MAC, GUEST_IP, args.queues)])
     argv = machine_argv(args, img.kernel, img.initrd, cmdline) + devices_argv(args, workdir, tap)
     start = time.monotonic()
     qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from provision.core import render
 from provision.core.owner import Owner, domain_name, nic_mac, tap_name
 from provision.core.spec import Lab, VmSpec, nic_queues, spec_hash
-from provision.errors import HostError
+from provision.errors import HostError, SpecError
 from provision.host.probe import HostCaps
-from provision.image.build import GuestImage, guest_cmdline
+from provision.image.build import GuestImage
+from provision.image.cmdline import guest_cmdline
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,15 @@ def _desired_domain(
 ) -> DesiredDomain:
     nics = _guest_nics(lab, vm)
     name = domain_name(lab.name, vm.name)
-    cmdline = guest_cmdline(
-        image, vm.name, [(n.mac, n.ip, n.queues, [(v.vid, v.ip) for v in n.vlans]) for n in nics]
-    )
+    try:
+        cmdline = guest_cmdline(
+            image, vm.name,
+            [(n.mac, n.ip, n.queues, [(v.vid, v.ip) for v in n.vlans]) for n in nics],
+        )
+    except SpecError as exc:  # its key path is below the VM: name the VM
+        where = f"lab.vms[{lab.vms.index(vm)}]"
+        raise SpecError(f"{where}.{exc.path}" if exc.path else where,
+                        str(exc).removeprefix(f"{exc.path}: ")) from None
     netdev = {b.name for b in bridges if b.datapath_type == "netdev"}
     nic_ctx = [
         {

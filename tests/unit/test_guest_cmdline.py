@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from provision.errors import SpecError
-from provision.image.build import MAX_CMDLINE, guest_cmdline
+from provision.image.cmdline import MAX_CMDLINE, guest_cmdline
 
 from .helpers import IMAGE
 

@@ -11,7 +11,7 @@ import pytest
 from provision.core import domxml
 from provision.core.desired import desired_state
 from provision.core.spec import parse_lab
-from provision.errors import HostError
+from provision.errors import HostError, SpecError
 
 from .helpers import IMAGE, caps, lab, lab_data
 
@@ -100,3 +100,11 @@ def test_a_replaced_definition_keeps_the_domain_uuid() -> None:
     assert "<uuid>0be56fdb-6e4b-430c-956a-11c7dafd769b</uuid>" in kept
     assert "<vlab:owner" in kept
     assert domxml.domain_facts(kept) == domxml.domain_facts(xml)
+
+
+def test_a_command_line_too_long_for_the_kernel_names_the_vm() -> None:
+    trunks = [{"vlan": v, "ip": f"10.{v // 250}.{v % 250}.1/24"} for v in range(2, 80)]
+    data = lab_data()
+    data["vms"][1]["nics"][0]["trunks"] = trunks
+    with pytest.raises(SpecError, match=r"^lab\.vms\[1\]\.nics: .*kernel's 2047"):
+        desired_state(parse_lab(data), caps(), IMAGE)
