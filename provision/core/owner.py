@@ -47,7 +47,8 @@ class Owner:
 
     def tap_alias(self) -> str:
         """The tap interface alias (IFLA_IFALIAS) that carries this owner."""
-        return f"{TAP_ALIAS_PREFIX}lab={self.lab} vm={self.vm} nic={self.nic}"
+        pairs = [("lab", self.lab), ("vm", self.vm), ("nic", self.nic)]
+        return TAP_ALIAS_PREFIX + " ".join(f"{k}={v}" for k, v in pairs if v is not None)
 
 
 def owned_by(owner: Owner | None, lab: str) -> bool:

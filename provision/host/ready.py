@@ -23,6 +23,7 @@ import libvirt
 from provision.backends import taps, virt
 from provision.backends.ovs import Ovs
 from provision.core.desired import DesiredTap
+from provision.core.owner import Owner
 from provision.errors import HostError, OperationError
 from provision.host.plan import DAEMON_ORDER, SYSTEMD_UNITS
 from provision.host.probe import (
@@ -47,6 +48,8 @@ DAEMON_LOGS = {
 PROBE_DOMAIN = "virtio-lab-hostprobe"
 PROBE_TAP = "vlhostprobe0"
 PROBE_QUEUES = 4
+# Longer than any lab name may be (12 characters): no lab can ever own the probe's tap.
+PROBE_OWNER = Owner("virtio-lab-hostprobe")
 # A constant document (nothing is interpolated): no disk, no display, one 4-queue virtio NIC
 # on a pre-created multi_queue tap, the way labs plug their NICs.
 PROBE_DOMAIN_XML = """<domain type='qemu'>
@@ -221,7 +224,7 @@ def check_domain_start() -> None:
     try:
         _remove_probe_leftovers(conn)
         try:
-            taps.ensure_tap(DesiredTap(PROBE_TAP, "virtio-lab:probe=host", PROBE_QUEUES))
+            taps.ensure_tap(DesiredTap(PROBE_TAP, PROBE_OWNER, PROBE_QUEUES))
         except OperationError as exc:
             raise HostError(f"cannot create test tap {PROBE_TAP}: {exc}; is /dev/net/tun "
                             "there?") from None

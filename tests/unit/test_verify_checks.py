@@ -79,10 +79,9 @@ def test_tap_check_wants_up_multi_queue_and_every_queue_attached() -> None:
 
 
 def test_a_one_queue_nic_wants_a_tap_without_multi_queue() -> None:
-    one = matrix.endpoints(DEMO.model_copy(update={"vms": (DEMO.vms[0].model_copy(
-        update={"vcpus": 1}),)}))[0]
-    want = desired_state(DEMO.model_copy(update={"vms": (DEMO.vms[0].model_copy(
-        update={"vcpus": 1}),)}), caps(), IMAGE)
+    single = DEMO.model_copy(update={"vms": (DEMO.vms[0].model_copy(update={"vcpus": 1}),)})
+    one = matrix.endpoints(single)[0]
+    want = desired_state(single, caps(), IMAGE)
     owner = Owner("t", "vm1", 0)
     plain = observed(taps={one.tap: ObservedTap(one.tap, owner, True, False, 1)})
     assert host_checks.tap_check(one, want, plain).status == PASS
