@@ -87,7 +87,7 @@ def tap_check(ep: Endpoint, want: DesiredLab, observed: ObservedLab) -> Check:
                 "queues_attached": tap.queues_attached,
                 "owner": vars(tap.owner) if tap.owner else None}
     flag = "multi_queue" if tap.multi_queue else "single queue"
-    ok = f"{ep.tap} up, {flag}, {tap.queues_attached} queues attached"
+    ok = f"{ep.tap} up, {flag}, {tap.queues_attached} of {ep.queues} queue(s) attached"
     return verdict("tap", ep.target, problems, evidence, ok)
 
 

@@ -140,3 +140,10 @@ def test_datapath_is_a_deprecated_alias_of_backend() -> None:
     assert "lab.backend" in str(caught[0].message)
     with pytest.raises(SpecError, match=r"lab\.datapath: .*keep only backend"):
         parse_lab({**lab_data(), "datapath": "userspace", "backend": "userspace"})
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].glob("inventory/*.yml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_lab_is_valid(path: Path) -> None:
+    parsed = load_lab(path)
+    assert parsed.vms and parsed.bridges, path
