@@ -184,6 +184,13 @@ seconds:
   description: Wall time of the operation.
   returned: always
   type: float
+readback_seconds:
+  description:
+    - Of O(seconds), the time spent reading the host back after applying (observing and
+      planning again). A read-back that still finds differences fails the task, one line per
+      object in C(msg).
+  returned: always
+  type: float
 diff:
   description:
     - With C(--diff), one entry per change, before_header, after_header, before and after (YAML
