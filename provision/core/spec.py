@@ -291,7 +291,14 @@ def _spec_error(exc: ValidationError) -> SpecError:
 
 
 def load_lab(path: str | Path) -> Lab:
-    """Read a lab file (an Ansible inventory carrying ``all.vars.lab``) and validate it."""
+    """Read a lab file (an Ansible inventory carrying ``all.vars.lab``) and validate it,
+    including that every VM's ``host`` is a host of the inventory."""
+    return load_inventory(path)[0]
+
+
+def load_inventory(path: str | Path) -> tuple[Lab, tuple[str, ...]]:
+    """The lab of a lab file and the inventory's host names (``all.hosts`` and the hosts of
+    every group below ``all.children``)."""
     p = Path(path)
     try:
         text = p.read_text()
@@ -306,7 +313,29 @@ def load_lab(path: str | Path) -> Lab:
     lab = _dig(doc, ("all", "vars", "lab"))
     if lab is None:
         raise SpecError("all.vars.lab", f"{p} has no lab; see inventory/demo.yml for the shape")
-    return parse_lab(lab)
+    parsed = parse_lab(lab)
+    hosts = inventory_hosts(doc.get("all") if isinstance(doc, dict) else None)
+    for i, vm in enumerate(parsed.vms):
+        if vm.host not in hosts:
+            raise SpecError(
+                f"lab.vms[{i}].host",
+                f"{vm.host!r} is not a host of the inventory "
+                f"({', '.join(hosts) or 'it has none'}); add it under all.hosts or fix the name",
+            )
+    return parsed, hosts
+
+
+def inventory_hosts(group: Any) -> tuple[str, ...]:
+    """Host names of an inventory group and of its children, in file order, once each."""
+    names: dict[str, None] = {}
+    if not isinstance(group, dict):
+        return ()
+    hosts, children = group.get("hosts"), group.get("children")
+    if isinstance(hosts, dict):
+        names.update(dict.fromkeys(str(h) for h in hosts))
+    for child in children.values() if isinstance(children, dict) else ():
+        names.update(dict.fromkeys(inventory_hosts(child)))
+    return tuple(names)
 
 
 def _dig(doc: Any, keys: tuple[str, ...]) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 from provision.core import desired, plan, spec
 from provision.engine import converge
 from provision.engine.converge import Progress
-from provision.errors import OperationError
+from provision.errors import OperationError, SpecError
 from provision.host.probe import lab_caps
 from provision.image import build as image
 
@@ -48,9 +48,17 @@ LabSource = str | Path | spec.Lab
 def lab_spec(source: LabSource, host: str | None = None) -> spec.Lab:
     """The validated lab; with ``host``, only the VMs placed on that inventory host (every
     bridge stays: each hypervisor of a lab carries all of its bridges)."""
-    lab = source if isinstance(source, spec.Lab) else spec.load_lab(source)
+    if isinstance(source, spec.Lab):  # Ansible: its own inventory names the host
+        lab, hosts = source, None
+    else:
+        lab, hosts = spec.load_inventory(source)
     if host is None:
         return lab
+    if hosts is not None and host not in hosts:
+        # Filtering by a name the inventory lacks would drop every VM, and `up` would then
+        # remove the running ones as "not in the lab".
+        raise SpecError("--host", f"{host!r} is not a host of the inventory "
+                        f"({', '.join(hosts)}); name one of them")
     return lab.model_copy(update={"vms": tuple(vm for vm in lab.vms if vm.host == host)})
 
 

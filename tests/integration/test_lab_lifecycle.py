@@ -134,6 +134,20 @@ def test_second_up_changes_nothing(lab: Lab) -> None:
     assert "in sync" in proc.stdout
 
 
+@pytest.mark.parametrize("host", ["nosuchhost", ""])
+def test_a_host_the_inventory_lacks_is_exit_3_and_removes_nothing(
+        lab: Lab, conn: libvirt.virConnect, host: str) -> None:
+    for command in ("plan", "up"):
+        proc = provision(command, str(lab.path), "--host", host, check=False)
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"provision: error: --host: {host!r} is not a host of the inventory (localhost); "
+            "name one of them"]
+    assert all(conn.lookupByName(f"{lab.name}-{vm}").isActive() for vm in lab.vms)
+    assert link(f"{lab.name}-vm1-0") is not None
+    provision_json("plan", str(lab.path), expect=0)
+
+
 def test_foreign_objects_survive_up(lab: Lab, conn: libvirt.virConnect) -> None:
     assert_foreign_untouched(conn, lab.foreign)
 
