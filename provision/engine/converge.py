@@ -120,8 +120,7 @@ def _try_observe_guest(conn: libvirt.virConnect, name: str) -> dict[str, Observe
 
 @dataclass
 class ApplyResult:
-    applied: list[Change] = field(default_factory=list)
-    agent_seconds: dict[str, float] = field(default_factory=dict)
+    agent_seconds: dict[str, float] = field(default_factory=dict)  # per (re)booted guest
 
 
 def apply_plan(
@@ -136,7 +135,6 @@ def apply_plan(
         changes = plan.by_phase(phase)
         if changes:
             _APPLY[phase](b, changes, progress, result, agent_timeout)
-    result.applied = list(plan.changes)
     return result
 
 

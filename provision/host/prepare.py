@@ -60,9 +60,8 @@ class PrepareResult:
         return bool(self.actions)
 
     def to_dict(self) -> dict[str, Any]:
-        """`provision host prepare --json`."""
-        return {"actions": [a.to_dict() for a in self.actions], "changed": self.changed,
-                "check": False}  # fmt: skip
+        """`provision host prepare --json`: the check's shape, with what was done."""
+        return {**HostPlan(tuple(self.actions)).to_dict(), "check": False}
 
 
 def prepare_host(
