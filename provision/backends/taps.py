@@ -64,6 +64,15 @@ def observe_taps(lab: str, wanted: Iterable[str] = ()) -> dict[str, ObservedTap]
     return out
 
 
+def existing_links(names: Iterable[str]) -> frozenset[str]:
+    """Which of ``names`` are Linux interfaces on this host (of any kind)."""
+    want = set(names)
+    if not want:
+        return frozenset()
+    with IPRoute() as ipr:
+        return frozenset(n for link in ipr.get_links() if (n := link.get("IFLA_IFNAME")) in want)
+
+
 def observe_tap(name: str) -> ObservedTap | None:
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=name)

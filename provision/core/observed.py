@@ -88,3 +88,5 @@ class ObservedLab:
     # domain name -> MAC -> NIC; a running domain whose agent did not answer is absent
     guests: dict[str, dict[str, ObservedGuestNic]] = field(default_factory=dict)
     guests_observed: bool = False  # False: the guests were not asked (e.g. for teardown)
+    # Linux interfaces (not OVS bridges) holding the name of a bridge the lab wants
+    links: frozenset[str] = frozenset()

@@ -109,6 +109,13 @@ def _check_conflicts(desired: DesiredLab, observed: ObservedLab) -> None:
         ("domain", desired.domains, observed.domains,
          "undefine or rename it, or rename the VM or the lab"),
     )
+    for br in desired.bridges:
+        if br.name in observed.links and br.name not in observed.bridges:
+            raise ConflictError(
+                f"bridge {br.name}: a Linux interface of that name exists and is not an OVS "
+                "bridge; rename the bridge in the lab file (virtio-lab never touches what it "
+                "does not own)"
+            )
     for kind, wanted, seen_by_name, fix in kinds:
         for obj in wanted:
             seen = seen_by_name.get(obj.name)

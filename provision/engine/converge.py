@@ -99,6 +99,7 @@ def observe_lab(
         ports=ports,
         taps=taps.observe_taps(lab, want_ports),
         domains=virt.observe_domains(b.conn, lab, want_doms),
+        links=taps.existing_links(n for n in want_br if n not in bridges),
     )
     if guests:
         running = [d for d in observed.domains.values() if d.running and d.owner]

@@ -127,11 +127,13 @@ class _Readiness:
     """One check per daemon, each returning None when it answers, else what is wrong. The
     OVSDB connection made for ovsdb-server serves the ovs-vswitchd check too."""
 
-    def __init__(self) -> None:
-        self.ovs: Ovs | None = None
+    def __init__(self, ovs: Ovs | None = None) -> None:
+        self.ovs = ovs
+        self._own_ovs = ovs is None  # ovsdbapp shares one connection per process: a borrowed
+        # Ovs stays open, or its owner's next transaction would find the connection gone
 
     def close(self) -> None:
-        if self.ovs is not None:
+        if self.ovs is not None and self._own_ovs:
             self.ovs.close()
 
     def problem(self, name: str, remaining: float) -> str | None:
@@ -190,12 +192,15 @@ class _Readiness:
         return None
 
 
-def wait_for_daemons(timeout: float = 30.0) -> None:
-    """Wait until ovsdb-server, ovs-vswitchd, virtlogd and libvirtd answer; else HostError."""
+def wait_for_daemons(timeout: float = 30.0, names: tuple[str, ...] = DAEMON_ORDER,
+                     ovs: Ovs | None = None) -> None:
+    """Wait until ``names`` (by default ovsdb-server, ovs-vswitchd, virtlogd and libvirtd)
+    answer; else HostError naming the first that does not. ``ovs``: a connection already
+    open in this process, to check through instead of a new one."""
     deadline = time.monotonic() + timeout
-    checks = _Readiness()
+    checks = _Readiness(ovs)
     try:
-        for name in DAEMON_ORDER:
+        for name in names:
             while (problem := checks.problem(name, max(deadline - time.monotonic(), 0.5))):
                 if time.monotonic() >= deadline:
                     raise HostError(f"{name} is not answering: {problem}; {how_to_fix(name)}")

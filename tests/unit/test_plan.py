@@ -250,3 +250,13 @@ def test_read_back_failure_names_each_object_with_wanted_and_found(want: Desired
     assert "  port ut-vm1-0: differs: tag: tag is 300, want 100" in lines
     assert any(line.startswith("  tap ut-vm2-0: absent") for line in lines), lines
     assert error.exit_code == 1
+
+
+def test_a_bridge_named_like_a_host_interface_is_a_conflict(want: DesiredLab) -> None:
+    bridge = want.bridges[0].name
+    with pytest.raises(ConflictError, match=f"bridge {bridge}: a Linux interface"):
+        plan_changes(want, ObservedLab(lab=want.lab, links=frozenset({bridge})))
+    # an OVS bridge is a Linux interface too: when OVS has it, it is the bridge itself
+    seen = in_sync(want)
+    seen.links = frozenset({bridge})
+    assert plan_changes(want, seen).in_sync
