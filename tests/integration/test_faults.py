@@ -7,6 +7,7 @@ Every observation goes to libvirt, ovs-vsctl and iproute2 directly. The labs are
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -45,9 +46,14 @@ def two_vm_lab(name: str) -> dict:
 
 
 def domains(conn: libvirt.virConnect, lab: str) -> dict[str, bool]:
-    """The lab's domains by name (their names start with `<lab>-`), and whether each runs."""
-    return {d.name(): bool(d.isActive()) for d in conn.listAllDomains()
-            if d.name().startswith(f"{lab}-")}
+    """The lab's domains by name (their names start with `<lab>-`), and whether each runs;
+    one removed while we look is left out."""
+    found = {}
+    for d in conn.listAllDomains():
+        if d.name().startswith(f"{lab}-"):
+            with contextlib.suppress(libvirt.libvirtError):
+                found[d.name()] = bool(d.isActive())
+    return found
 
 
 def owned_ports(lab: str) -> list[str]:
@@ -73,19 +79,24 @@ def assert_verify_passes(path: Path) -> None:
 
 def up_killed_when(path: Path, reached: Callable[[], bool], what: str,
                    meanwhile: Callable[[], None] | None = None) -> None:
-    """Run `provision up` and SIGKILL it the moment ``reached()`` holds (polled every 20 ms);
-    ``meanwhile`` runs first, while that `up` still holds the lab."""
-    proc = subprocess.Popen([PROVISION, "up", str(path)], stdout=subprocess.DEVNULL,
+    run_killed_when(["up", str(path)], reached, what, meanwhile)
+
+
+def run_killed_when(args: list[str], reached: Callable[[], bool], what: str,
+                    meanwhile: Callable[[], None] | None = None) -> None:
+    """Run `provision ARGS` and SIGKILL it the moment ``reached()`` holds (polled every
+    20 ms); ``meanwhile`` runs first, while that run still holds the lab."""
+    proc = subprocess.Popen([PROVISION, *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
         while not reached():
-            assert proc.poll() is None, f"up ended before {what}: {proc.stderr.read()}"  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, f"up never reached {what}"
+            assert proc.poll() is None, f"{args[0]} ended before {what}: {proc.stderr.read()}"  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, f"{args[0]} never reached {what}"
             time.sleep(0.02)
         if meanwhile is not None:
             meanwhile()
-        assert proc.poll() is None, f"up finished before it could be killed at {what}"
+        assert proc.poll() is None, f"{args[0]} finished before it could be killed at {what}"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -110,11 +121,13 @@ def killed_lab(conn: libvirt.virConnect, tmp_path_factory: pytest.TempPathFactor
         assert name in lines[0]
 
     try:
-        up_killed_when(path, lambda: link(f"{name}-vm1-0") is not None, "the first tap")
+        # The second `up` starts while the first has a whole lab still to make (~10 s).
+        up_killed_when(path, lambda: link(f"{name}-vm1-0") is not None, "the first tap",
+                       meanwhile=second_up)
         up_killed_when(path, lambda: f"br-{name}" in vsctl("list-br").split(), "the bridge")
         up_killed_when(path, lambda: f"{name}-vm1" in domains(conn, name), "the first domain")
         up_killed_when(path, lambda: domains(conn, name).get(f"{name}-vm2", False),
-                       "both domains running", meanwhile=second_up)
+                       "both domains running")
         yield name, path, contention
     finally:
         force_cleanup(conn, name, path)
@@ -174,7 +187,10 @@ def test_a_daemon_restarted_under_a_running_lab_leaves_it_in_sync_and_passing(
 def test_down_after_the_faults_leaves_nothing(killed_lab: tuple[str, Path, list[float]],
                                              conn: libvirt.virConnect) -> None:
     name, path, _ = killed_lab
-    provision_json("down", str(path))
+    assert len(domains(conn, name)) == 2
+    run_killed_when(["down", str(path)], lambda: len(domains(conn, name)) < 2,
+                    "the first domain removed")
+    assert provision_json("down", str(path))["changed"] is True
     assert_nothing_left(conn, name)
 
 
