@@ -131,6 +131,8 @@ class Ovs:
                 external_ids=dict(port.external_ids),
                 ofport=(iface.ofport[0] if iface is not None and iface.ofport else None),
                 error=(iface.error[0] if iface is not None and iface.error else None),
+                type=iface.type if iface is not None else "",
+                options=dict(iface.options) if iface is not None else {},
             )
         return out
 
@@ -202,6 +204,10 @@ class Ovs:
             cmds.append(api.add_port(target.bridge, target.name, may_exist=False))
             cmds.append(api.db_set("Interface", target.name,
                                    ("external_ids", target.external_ids)))
+            if target.type:
+                cmds.append(api.db_set("Interface", target.name, ("type", target.type)))
+        if target.options or change.action == "modify":
+            cmds.append(api.db_set("Interface", target.name, ("options", dict(target.options))))
         cmds.append(api.db_set("Port", target.name, ("external_ids", target.external_ids)))
         cmds.append(
             api.db_set(

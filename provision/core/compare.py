@@ -53,10 +53,13 @@ def tap_diffs(want: DesiredTap, have: ObservedTap) -> list[Diff]:
 def port_view(port: DesiredPort | ObservedPort) -> dict[str, Any]:
     """A port's lab-controlled facts: only the ownership keys of its external_ids (OVS and
     others add their own)."""
+    options = dict(port.options)
     return {
         "bridge": port.bridge,
+        "type": port.type,
         "tag": port.tag,
         "trunks": list(port.trunks),
+        "options": options,
         "external_ids": {k: v for k, v in port.external_ids.items() if k in OWNER_KEYS},
     }
 

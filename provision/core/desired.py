@@ -31,6 +31,8 @@ class DesiredPort:
     tag: int | None  # OVS Port.tag (access VLAN)
     trunks: tuple[int, ...]  # OVS Port.trunks
     owner: Owner  # Port and Interface external_ids
+    type: str = ""  # OVS Interface.type: "" (a tap or a host NIC), "geneve", "vxlan"
+    options: tuple[tuple[str, str], ...] = ()  # OVS Interface.options, sorted by key
 
     @property
     def external_ids(self) -> dict[str, str]:

@@ -30,6 +30,8 @@ class ObservedPort:
     external_ids: dict[str, str] = field(hash=False)
     ofport: int | None = None  # Interface.ofport: -1 or None when ovs-vswitchd did not attach it
     error: str | None = None  # Interface.error
+    type: str = ""  # Interface.type
+    options: dict[str, str] = field(default_factory=dict, hash=False)  # Interface.options
 
     @property
     def owner(self) -> Owner | None:

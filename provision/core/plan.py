@@ -201,9 +201,10 @@ def _plan_ports(desired: DesiredLab, observed: ObservedLab, plan: Plan,
                   f"{seen.error or 'no error given'}"
             plan.changes.append(Change("ovs", "replace", "port", port.name, before, want, why,
                                        port))
-        elif "bridge" in before:
+        elif "bridge" in before or "type" in before:
+            why = "on another bridge" if "bridge" in before else f"type {seen.type!r} is fixed"
             plan.changes.append(Change("ovs", "replace", "port", port.name,
-                                       compare.port_view(seen), want, "on another bridge", port))
+                                       compare.port_view(seen), want, why, port))
         else:
             plan.changes.append(Change("ovs", "modify", "port", port.name, before, after,
                                        _differs(diffs), port))

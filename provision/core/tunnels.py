@@ -1,0 +1,71 @@
+"""Tunnels between hypervisors: for every lab bridge with VMs on more than one inventory
+host, each host's copy of the bridge gets one tunnel port to every other such host.
+
+A tunnel is an OVS port like the others (``DesiredPort`` with ``type`` geneve or vxlan), owned
+by the lab, so observation, plan and ``down`` treat it like a tap's port: created, modified
+(a peer's address changed) or deleted (the peer no longer carries VMs on the bridge) in the
+same OVSDB transaction. VLAN tags travel inside the tunnel: the port has no tag and no
+trunks, so it carries every VLAN of the bridge. Pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+from provision.core.desired import DesiredPort
+from provision.core.owner import Owner
+from provision.core.spec import Lab
+from provision.errors import SpecError
+
+UNDERLAY_VAR = "virtio_lab_underlay_ip"  # the inventory host variable with its underlay address
+# Bytes a tunnel adds to each frame over IPv4: outer Ethernet 14 + IPv4 20 + UDP 8 + the
+# header (Geneve 8 with no options, VXLAN 8). A guest MTU of underlay MTU - 50 fits.
+OVERHEAD = {"geneve": 50, "vxlan": 50}
+
+
+def vni(lab: str, bridge: str) -> int:
+    """The tunnel key of a lab bridge: stable across runs and hosts, 1..2^24-1."""
+    digest = hashlib.sha256(f"{lab}/{bridge}".encode()).digest()
+    return 1 + int.from_bytes(digest[:4], "big") % (2**24 - 1)
+
+
+def tunnel_name(lab: str, bridge: str, peer: str) -> str:
+    """The OVS port (and interface) of the tunnel to ``peer``: 13 characters, fits IFNAMSIZ."""
+    return "vt" + hashlib.sha256(f"{lab}/{bridge}/{peer}".encode()).hexdigest()[:11]
+
+
+def bridge_hosts(lab: Lab) -> dict[str, tuple[str, ...]]:
+    """For each bridge, the inventory hosts that run VMs with a NIC on it, sorted."""
+    hosts: dict[str, set[str]] = {b.name: set() for b in lab.bridges}
+    for vm in lab.vms:
+        for nic in vm.nics:
+            hosts[nic.bridge].add(vm.host)
+    return {name: tuple(sorted(h)) for name, h in hosts.items()}
+
+
+def desired_tunnels(lab: Lab, host: str, underlay: Mapping[str, str | None],
+                    kind: str = "geneve") -> tuple[DesiredPort, ...]:
+    """The tunnel ports ``host`` holds for the whole ``lab`` (every VM, not only its own):
+    one per (bridge, peer) where both run VMs on the bridge. ``underlay`` maps inventory
+    hosts to their underlay addresses; a peer without one is a SpecError naming its var."""
+    ports = []
+    for bridge, hosts in bridge_hosts(lab).items():
+        if host not in hosts or len(hosts) < 2:
+            continue
+        for peer in hosts:
+            if peer == host:
+                continue
+            remote = underlay.get(peer)
+            if not remote:
+                raise SpecError(
+                    f"all.hosts.{peer}.{UNDERLAY_VAR}",
+                    f"is not set: bridge {bridge} has VMs on {peer} and {host}, and the "
+                    "tunnel between them needs each host's underlay address",
+                )
+            ports.append(DesiredPort(
+                tunnel_name(lab.name, bridge, peer), bridge, None, (), Owner(lab.name),
+                type=kind,
+                options=(("key", str(vni(lab.name, bridge))), ("remote_ip", str(remote))),
+            ))
+    return tuple(ports)
