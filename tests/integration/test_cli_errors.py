@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import libvirt
 import pytest
 
-from .conftest import link, provision, unique_name, vsctl, write_lab
+from .conftest import link, unique_name, vsctl, write_lab
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def provision(*args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    """The CLI of this checkout (`python -m provision.cli`), whichever copy of virtio-lab
+    the virtual environment installed; ``env`` adds variables."""
+    environ = {**os.environ, **env,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
+                                                           os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "provision.cli", *args], capture_output=True,
+                          text=True, check=False, timeout=900, env=environ)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
 
 
 def small_lab(name: str, **overrides: object) -> dict:
