@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from provision.cli.progress import RichProgress
-from provision.core import plan, spec
+from provision.core import plan
 from provision.engine import converge, lab
 from provision.host.probe import probe_host
 from provision.image import build as image
@@ -204,8 +204,9 @@ def down(args: argparse.Namespace) -> int:
 def status(args: argparse.Namespace) -> int:
     from provision.cli.status import lab_status, print_status
 
+    wanted = lab.lab_spec(args.lab)  # a bad file is exit 3 whether or not the daemons answer
     with converge.open_backends() as b:
-        data = lab_status(b, spec.load_lab(args.lab))
+        data = lab_status(b, wanted)
     if args.json:
         _emit_json(data)
     else:
