@@ -83,8 +83,21 @@ def test_vhost_net_on_a_host_without_it_exits_4_before_any_change(
     assert_nothing_created(conn, name)
 
 
-def test_bad_arguments_exit_3(tmp_path: Path) -> None:
+def test_bad_arguments_exit_3(tmp_path: Path, conn: libvirt.virConnect) -> None:
     proc = provision("up", check=False)
-    assert proc.returncode == 3 and "arguments" in proc.stderr
+    assert proc.returncode == 3 and "arguments" in error_line(proc)
     proc = provision("plan", str(tmp_path / "missing.yml"), check=False)
-    assert proc.returncode == 3 and "cannot read the lab file" in proc.stderr
+    assert proc.returncode == 3 and "cannot read the lab file" in error_line(proc)
+    name = unique_name()
+    path = str(write_lab(tmp_path / "lab.yml", small_lab(name)))
+    for argv, says in (
+        (["--frobnicate"], "--frobnicate"),
+        (["up", "--frobnicate", path], "`provision up` has no option --frobnicate"),
+        (["up", path, "--timeout", "nan"], "--timeout: 'nan' is not a number of seconds"),
+        (["up", path, "--timeout", "0"], "more than 0 and at most 86400"),
+        (["up", path, "--host", ""], "--host: '' is not a host of the inventory"),
+        (["down", ""], "LAB"),
+    ):
+        proc = provision(*argv, check=False)
+        assert proc.returncode == 3 and says in error_line(proc), (argv, proc.stderr)
+    assert_nothing_created(conn, name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provision.cli.main import main
+from provision.cli.main import build_parser, main
 
 from .helpers import lab_data
 
@@ -44,6 +44,70 @@ def lab_file(tmp_path: Path, **changes: object) -> Path:
     path = tmp_path / "lab.yml"
     path.write_text(yaml.safe_dump(doc))
     return path
+
+
+# -- unknown options, missing arguments ------------------------------------------------------
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_an_unknown_option_is_named_with_its_command(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    words = command.split()
+    args = [*words, "--frobnicate", "x.yml"] if words[0] in LAB_COMMANDS else [*words,
+                                                                                "--frobnicate"]
+    code, out, err = run(capsys, *args)
+    line = one_line(err)
+    assert code == 3 and out == ""
+    assert "--frobnicate" in line and f"`provision {command}`" in line, line
+    # before the required LAB too: the option is the likelier mistake
+    if words[0] in LAB_COMMANDS:
+        code, _, err = run(capsys, *words, "--frobnicate")
+        assert code == 3 and "--frobnicate" in one_line(err)
+
+
+@pytest.mark.parametrize("command", ["", "host", "image", *LAB_COMMANDS])
+def test_a_missing_argument_is_named(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    code, _, err = run(capsys, *command.split())
+    line = one_line(err)
+    assert code == 3
+    expected = "LAB" if command in LAB_COMMANDS else "needs a command: one of"
+    assert expected in line and f"`provision {command}".strip() in line, line
+
+
+def test_top_level_unknown_option_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--frobnicate"], ["--frobnicate", "up", "x.yml"]):
+        code, _, err = run(capsys, *argv)
+        line = one_line(err)
+        assert code == 3 and "--frobnicate" in line and "after the command" in line
+
+
+def test_extra_arguments_are_named(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "render", "a.yml", "b.yml")
+    assert code == 3 and "'b.yml'" in one_line(err)
+
+
+@pytest.mark.parametrize("lab_arg", ["", " "])
+@pytest.mark.parametrize("command", LAB_COMMANDS)
+def test_blank_lab_argument_is_exit_3(
+    capsys: pytest.CaptureFixture[str], command: str, lab_arg: str
+) -> None:
+    code, _, err = run(capsys, command, lab_arg)
+    assert code == 3 and "LAB" in one_line(err)
+
+
+# -- --timeout ---------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["0", "-1", "-0.5", "nan", "inf", "-inf", "1e400", "86401",
+                                   "abc", ""])
+def test_timeout_outside_its_range_is_exit_3(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, value: str
+) -> None:
+    code, _, err = run(capsys, "up", str(lab_file(tmp_path)), f"--timeout={value}")
+    line = one_line(err)
+    assert code == 3 and "--timeout" in line and "more than 0 and at most 86400" in line
+
+
+def test_timeout_in_range_parses() -> None:
+    for value, seconds in (("0.5", 0.5), ("300", 300.0), ("86400", 86400.0)):
+        assert build_parser().parse_args(["up", "x.yml", "--timeout", value]).timeout == seconds
 
 
 # -- the order: the file first, then the daemons -----------------------------------------
