@@ -8,16 +8,20 @@ import argparse
 import json
 import re
 import sys
+import unicodedata
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, NoReturn
 
-from provision.errors import ProvisionError, SpecError
+from provision.errors import OperationError, ProvisionError, SpecError
 
 EXIT_OK, EXIT_FAIL, EXIT_PENDING, EXIT_INPUT, EXIT_HOST = 0, 1, 2, 3, 4
 # --timeout's upper bound: a day is more than any guest needs, and far larger values overflow
 # the C timeouts of the waits below (threading, sockets).
 MAX_TIMEOUT = 86400.0
+# An error line longer than this is cut: a 100 kB argument must not flood the terminal.
+MAX_LINE = 1000
+MAX_LINES = 200
 # argparse treats these words as values, not options (`--timeout -5` reaches the type check).
 _NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
 
@@ -181,31 +185,79 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _warn(message: Warning | str, category: type[Warning], *_args: Any, **_kw: Any) -> None:
     """Library warnings (a deprecated lab key) as one line each on stderr."""
-    print(f"provision: warning: {message}", file=sys.stderr)
+    print(f"provision: warning: {printable(str(message))}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _warn
+    words = list(sys.argv[1:] if argv is None else argv)
+    args: argparse.Namespace | None = None
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(words)
         func: Callable[[Any], int] = args.func
         return func(args)
     except ProvisionError as exc:
-        _fail(str(exc), exc.exit_code, argv)
+        # Only an operation's failure may span lines (one per object, as ReadBackError does);
+        # a bad input or host problem is one line whatever the arguments held.
+        _fail(str(exc), exc.exit_code, _json_to_stdout(args, words),
+              keep_newlines=isinstance(exc, OperationError))
         return exc.exit_code
     except BrokenPipeError:  # the reader went away (`| head`); nothing left to say
         sys.stderr.close()
         return EXIT_OK
     except KeyboardInterrupt:
-        _fail("interrupted", EXIT_FAIL, argv)
+        _fail("interrupted", EXIT_FAIL, _json_to_stdout(args, words))
         return EXIT_FAIL
 
 
-def _fail(message: str, code: int, argv: Sequence[str] | None) -> None:
-    words = list(sys.argv[1:] if argv is None else argv)
-    if "--json" in words:
+def _json_to_stdout(args: argparse.Namespace | None, words: Sequence[str]) -> bool:
+    """Whether the command was asked for JSON on stdout: then its error is JSON there too.
+    `--json` for every command but verify, whose `--json FILE` means stdout only as `-`."""
+    if args is not None:
+        return getattr(args, "json", None) in (True, "-")
+    verify = bool(words) and words[0] == "verify"  # the arguments did not parse: read them
+    for i, word in enumerate(words):
+        if word == "--":
+            break
+        if word == "--json" and (not verify or list(words[i + 1 : i + 2]) == ["-"]):
+            return True
+        if word == "--json=-" and verify:
+            return True
+    return False
+
+
+def _fail(message: str, code: int, as_json: bool, keep_newlines: bool = False) -> None:
+    """The error on stderr, and as JSON on stdout when JSON was asked for there."""
+    message = printable(message, keep_newlines)
+    if as_json:
         print(json.dumps({"error": message, "exit_code": code}))
     print(f"provision: error: {message}", file=sys.stderr)
+
+
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """``text`` safe for a terminal and a log: control and format characters (escape
+    sequences, carriage returns, bidi overrides, undecodable bytes of an argument) shown
+    escaped as Python writes them (``\\x1b``); lines cut at MAX_LINE characters, at most
+    MAX_LINES lines. ``keep_newlines`` keeps the line breaks of a multi-line message."""
+    lines = text.split("\n") if keep_newlines else [text]
+    out = [_escape_line(line) for line in lines[:MAX_LINES]]
+    if len(lines) > MAX_LINES:
+        out.append(f"... and {len(lines) - MAX_LINES} more line(s)")
+    return "\n".join(out)
+
+
+def _escape_line(line: str) -> str:
+    out: list[str] = []
+    length = 0
+    for i, ch in enumerate(line):
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            ch = ascii(ch)[1:-1]
+        if length + len(ch) > MAX_LINE:
+            out.append(f"... ({len(line) - i} more character(s))")
+            break
+        out.append(ch)
+        length += len(ch)
+    return "".join(out)
 
 
 if __name__ == "__main__":

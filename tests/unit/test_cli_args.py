@@ -4,12 +4,13 @@ daemons' addresses point nowhere, so a check made too late would say exit 4 inst
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from provision.cli.main import build_parser, main
+from provision.cli.main import MAX_LINE, _fail, build_parser, main, printable
 
 from .helpers import lab_data
 
@@ -119,3 +120,69 @@ def test_status_validates_the_file_before_connecting(
     assert code == 3 and "lab.bridges" in one_line(err)
     code, _, err = run(capsys, "status", str(lab_file(tmp_path)))  # a good file gets that far
     assert code == 4 and "libvirtd" in one_line(err)
+
+
+# -- JSON on stdout -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["verify", "{lab}", "--json=-"],
+        ["verify", "{lab}", "--json", "-"],
+        ["verify", "--json", "-", "{lab}"],
+        ["plan", "{lab}", "--json"],
+        ["status", "{lab}", "--json"],
+        ["down", "--json", "{lab}"],
+        ["render", "{lab}", "--json"],
+        ["up", "{lab}", "--json"],
+        ["plan", "{lab}", "--json", "--bogus"],  # the arguments do not parse
+        ["verify", "{lab}", "--json=-", "--bogus"],
+    ],
+)
+def test_an_error_is_json_on_stdout_when_json_was_asked_for(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str]
+) -> None:
+    missing = str(tmp_path / "missing.yml")
+    code, out, err = run(capsys, *(missing if a == "{lab}" else a for a in argv))
+    line = one_line(err)
+    assert code == 3
+    data = json.loads(out)
+    assert data == {"error": line.removeprefix("provision: error: "), "exit_code": 3}
+
+
+def test_no_json_error_on_stdout_when_json_goes_to_a_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run(capsys, "verify", str(tmp_path / "missing.yml"), "--json",
+                         str(tmp_path / "r.json"))
+    assert code == 3 and out == "" and "missing.yml" in one_line(err)
+
+
+# -- messages safe for a terminal ---------------------------------------------------------
+def test_printable_escapes_control_characters_and_caps_lines() -> None:
+    assert printable("a\x1b[31mb\rc\u202ed\udcff") == "a\\x1b[31mb\\rc\\u202ed\\udcff"
+    assert printable("one\ntwo") == "one\\ntwo"
+    assert printable("one\ntwo\x07", keep_newlines=True) == "one\ntwo\\x07"
+    long = printable("x" * 5000)
+    assert len(long) < MAX_LINE + 40 and long.endswith("(4000 more character(s))")
+    many = printable("\n".join(["l"] * 1000), keep_newlines=True).splitlines()
+    assert len(many) == 201 and many[-1] == "... and 800 more line(s)"
+
+
+def test_arguments_with_control_characters_are_escaped_in_the_message(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "plan", str(tmp_path / "a\x1b[2Jb\nc.yml"))
+    line = one_line(err)
+    assert code == 3 and "\x1b" not in line and "a\\x1b[2Jb\\nc.yml" in line
+    code, _, err = run(capsys, "plan", "x" * 100_000)
+    assert code == 3 and len(one_line(err)) < MAX_LINE + 100
+
+
+def test_only_an_operation_error_spans_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    _fail("lab ut: after up, 2 object(s):\n  tap a\x1b\n  port b", 1, False, keep_newlines=True)
+    assert capsys.readouterr().err == (
+        "provision: error: lab ut: after up, 2 object(s):\n  tap a\\x1b\n  port b\n")
+    _fail("lab.name: 'a\nb'", 3, True)
+    captured = capsys.readouterr()
+    assert captured.err == "provision: error: lab.name: 'a\\nb'\n"
+    assert json.loads(captured.out) == {"error": "lab.name: 'a\\nb'", "exit_code": 3}
