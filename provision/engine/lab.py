@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ def lab_spec(source: LabSource, host: str | None = None) -> spec.Lab:
     if isinstance(source, spec.Lab):  # Ansible: its own inventory names the host
         lab, hosts = source, None
     else:
+        _check_lab_file(source)
         lab, hosts = spec.load_inventory(source)
     if host is None:
         return lab
@@ -60,6 +62,23 @@ def lab_spec(source: LabSource, host: str | None = None) -> spec.Lab:
         raise SpecError("--host", f"{host!r} is not a host of the inventory "
                         f"({', '.join(hosts)}); name one of them")
     return lab.model_copy(update={"vms": tuple(vm for vm in lab.vms if vm.host == host)})
+
+
+def _check_lab_file(path: str | Path) -> None:
+    """SpecError unless ``path`` can be a lab file: not empty, not a directory, not a device
+    (reading /dev/zero would never end). A pipe passes: `provision plan /dev/stdin < f`."""
+    if not str(path).strip():
+        raise SpecError("LAB", "the lab file name is empty; name one, e.g. inventory/demo.yml")
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return  # the reader says why (missing, unreadable) in its own words
+    if stat.S_ISDIR(mode):
+        raise SpecError(str(path), "is a directory, not a lab file; name a file in it, "
+                        "e.g. inventory/demo.yml")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise SpecError(str(path), "is not a regular file; name a lab file, "
+                        "e.g. inventory/demo.yml")
 
 
 @contextlib.contextmanager

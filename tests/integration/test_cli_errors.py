@@ -96,6 +96,7 @@ def test_bad_arguments_exit_3(tmp_path: Path, conn: libvirt.virConnect) -> None:
         (["up", path, "--timeout", "nan"], "--timeout: 'nan' is not a number of seconds"),
         (["up", path, "--timeout", "0"], "more than 0 and at most 86400"),
         (["up", path, "--host", ""], "--host: '' is not a host of the inventory"),
+        (["status", str(tmp_path)], "is a directory"),
         (["down", ""], "LAB"),
     ):
         proc = provision(*argv, check=False)

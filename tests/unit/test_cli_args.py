@@ -122,6 +122,17 @@ def test_status_validates_the_file_before_connecting(
     assert code == 4 and "libvirtd" in one_line(err)
 
 
+@pytest.mark.parametrize("command", ["status", "down", "plan", "render", "up", "verify"])
+@pytest.mark.parametrize("path", ["/", "/dev/null"])
+def test_a_directory_or_device_is_not_a_lab_file(
+    capsys: pytest.CaptureFixture[str], command: str, path: str
+) -> None:
+    code, _, err = run(capsys, command, path)
+    line = one_line(err)
+    assert code == 3 and path in line
+    assert "is a directory" in line if path == "/" else "not a regular file" in line
+
+
 # -- JSON on stdout -----------------------------------------------------------------------
 @pytest.mark.parametrize(
     "argv",
