@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -13,6 +15,7 @@ from rich.table import Table
 from provision.cli.progress import RichProgress
 from provision.core import plan
 from provision.engine import converge, lab
+from provision.errors import OperationError, SpecError
 from provision.host.probe import probe_host
 from provision.image import build as image
 
@@ -218,14 +221,42 @@ def verify(args: argparse.Namespace) -> int:
     from provision.verify import output, verify_lab
 
     to_stdout = args.json == "-"
+    files = [(flag, path) for flag, path in (("--json", args.json), ("--junit", args.junit))
+             if path is not None and not (flag == "--json" and to_stdout)]
+    for flag, path in files:  # before the work: a typo must not cost a whole verify
+        check_output_path(flag, path)
     with RichProgress(err, enabled=not to_stdout) as progress:
         report = verify_lab(args.lab, progress, perf=args.perf)
     if to_stdout:
         print(output.to_json(report))
     else:
         output.print_report(out, report)
-        if args.json:
-            output.write_json(report, args.json)
-    if args.junit:
-        output.write_junit(report, args.junit)
+    writers = {"--json": output.write_json, "--junit": output.write_junit}
+    for flag, path in files:
+        try:
+            writers[flag](report, path)
+        except OSError as exc:  # checked before the run, so something changed meanwhile
+            verdict = "passed" if report.passed else "failed"
+            raise OperationError(f"{flag}: cannot write {path}: {exc.strerror or exc} "
+                                 f"(verify {verdict}; the report is not saved)") from None
     return 0 if report.passed else 1
+
+
+def check_output_path(flag: str, path: str) -> None:
+    """SpecError (exit 3) naming ``flag`` unless ``path`` can be written as a file: its
+    directory exists and is writable, and it is not itself a directory."""
+    target = Path(path)
+    parent = target.parent
+    if not path:
+        raise SpecError(flag, "the file name is empty; name a file, e.g. report.json")
+    if target.is_dir():
+        example = target / ("junit.xml" if flag == "--junit" else "report.json")
+        raise SpecError(flag, f"{path} is a directory; name a file in it, e.g. {example}")
+    if not parent.is_dir():
+        raise SpecError(flag, f"cannot write {path}: directory {parent} does not exist; "
+                        "create it or name a file in an existing directory")
+    if not os.access(parent, os.W_OK | os.X_OK) or (
+        target.exists() and not os.access(target, os.W_OK)
+    ):
+        raise SpecError(flag, f"cannot write {path}: permission denied or read-only file "
+                        "system; name a file you can write")

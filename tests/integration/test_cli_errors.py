@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -102,3 +103,34 @@ def test_bad_arguments_exit_3(tmp_path: Path, conn: libvirt.virConnect) -> None:
         proc = provision(*argv, check=False)
         assert proc.returncode == 3 and says in error_line(proc), (argv, proc.stderr)
     assert_nothing_created(conn, name)
+
+
+def empty_lab(tmp_path: Path, name: str) -> Path:
+    """A lab of one bridge and no VM: `up` of it boots nothing."""
+    return write_lab(tmp_path / "empty.yml", {"name": name, "bridges": [{"name": f"br-{name}"}]})
+
+
+def test_verify_errors_are_json_on_stdout_and_a_failed_write_is_one_line(
+    tmp_path: Path,
+) -> None:
+    name = unique_name()
+    path = str(empty_lab(tmp_path, name))
+    for json_args in (["--json=-"], ["--json", "-"]):
+        proc = provision("verify", path, *json_args, check=False)
+        line = error_line(proc)
+        assert proc.returncode == 4 and f"lab {name} is not on this host" in line
+        assert json.loads(proc.stdout) == {"error": line.removeprefix("provision: error: "),
+                                           "exit_code": 4}
+    proc = provision("verify", path, "--json", str(tmp_path / "no" / "r.json"), check=False)
+    assert proc.returncode == 3 and "--json: cannot write" in error_line(proc)
+    try:
+        provision("up", path)
+        assert json.loads(provision("verify", path, "--json", "-").stdout)["passed"] is True
+        for flag in ("--json", "--junit"):  # checks pass, then the write fails (disk full)
+            proc = provision("verify", path, flag, "/dev/full", check=False)
+            line = proc.stderr.splitlines()[-1]  # after the run's progress
+            assert "Traceback" not in proc.stderr and line.startswith("provision: error: ")
+            assert proc.returncode == 1 and f"{flag}: cannot write /dev/full" in line
+            assert "verify passed" in line and "PASSED" in proc.stdout
+    finally:
+        provision("down", path, check=False)

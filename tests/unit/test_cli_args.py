@@ -168,6 +168,25 @@ def test_no_json_error_on_stdout_when_json_goes_to_a_file(
     assert code == 3 and out == "" and "missing.yml" in one_line(err)
 
 
+# -- verify's output files, checked before the run ----------------------------------------
+@pytest.mark.parametrize("flag", ["--json", "--junit"])
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("/nonexistent/dir/r.out", "directory /nonexistent/dir does not exist"),
+        ("{tmp}", "is a directory"),
+        ("", "empty"),
+    ],
+)
+def test_verify_output_paths_are_checked_before_the_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: str, path: str, says: str
+) -> None:
+    path = path.replace("{tmp}", str(tmp_path))
+    code, _, err = run(capsys, "verify", str(lab_file(tmp_path)), flag, path)
+    line = one_line(err)  # a good lab, unreachable daemons: checked before, or exit 4
+    assert code == 3 and f"{flag}: " in line and says in line, line
+
+
 # -- messages safe for a terminal ---------------------------------------------------------
 def test_printable_escapes_control_characters_and_caps_lines() -> None:
     assert printable("a\x1b[31mb\rc\u202ed\udcff") == "a\\x1b[31mb\\rc\\u202ed\\udcff"
