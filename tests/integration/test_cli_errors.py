@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -108,6 +109,32 @@ def test_bad_arguments_exit_3(tmp_path: Path, conn: libvirt.virConnect) -> None:
 def empty_lab(tmp_path: Path, name: str) -> Path:
     """A lab of one bridge and no VM: `up` of it boots nothing."""
     return write_lab(tmp_path / "empty.yml", {"name": name, "bridges": [{"name": f"br-{name}"}]})
+
+
+def test_a_held_lab_lock_fails_fast_and_every_lock_file_goes_away(tmp_path: Path) -> None:
+    name = unique_name()
+    path = str(empty_lab(tmp_path, name))
+    lock = Path(os.environ.get("VIRTIO_LAB_RUNDIR") or "/run/virtio-lab") / f"lab-{name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(lock, "w") as held:  # another `up` of this lab, for all provision knows
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for command in ("up", "down"):
+                proc = provision(command, path, check=False)
+                line = error_line(proc)
+                assert proc.returncode == 1, proc.stderr
+                assert f"lab {name}: another" in line and str(lock) in line
+            assert f"br-{name}" not in vsctl("list-br").split()
+        # that holder left its file behind; the next one takes it over and removes it
+        assert "nothing on this host" in provision("down", path).stdout
+        assert not lock.exists()
+        provision("up", path)
+        assert f"br-{name}" in vsctl("list-br").split() and not lock.exists()
+        provision("down", path)
+        assert f"br-{name}" not in vsctl("list-br").split() and not lock.exists()
+    finally:
+        provision("down", path, check=False)
+        lock.unlink(missing_ok=True)
 
 
 def test_verify_errors_are_json_on_stdout_and_a_failed_write_is_one_line(

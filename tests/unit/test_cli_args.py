@@ -5,12 +5,17 @@ daemons' addresses point nowhere, so a check made too late would say exit 4 inst
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from provision.cli.main import MAX_LINE, _fail, build_parser, main, printable
+from provision.engine.lab import lab_lock, lock_path
+from provision.errors import HostError, OperationError
 
 from .helpers import lab_data
 
@@ -187,6 +192,71 @@ def test_verify_output_paths_are_checked_before_the_run(
     assert code == 3 and f"{flag}: " in line and says in line, line
 
 
+# -- the run directory and the lab lock ------------------------------------------------------
+def test_a_run_directory_that_is_a_file_is_exit_4(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rundir = tmp_path / "run"
+    rundir.write_text("")
+    code, _, err = run(capsys, "down", str(lab_file(tmp_path)))
+    line = one_line(err)
+    assert code == 4 and str(rundir) in line and "VIRTIO_LAB_RUNDIR" in line
+    monkeypatch.setenv("VIRTIO_LAB_RUNDIR", str(rundir / "sub"))
+    with pytest.raises(HostError, match="run/sub"):
+        lab_lock("ut").__enter__()
+
+
+def test_two_holders_of_a_lab_lock_conflict_and_the_file_goes_away(tmp_path: Path) -> None:
+    path = lock_path("ut")
+    with lab_lock("ut"):
+        assert path.is_file()
+        with pytest.raises(OperationError) as exc, lab_lock("ut"):
+            pass
+        message = str(exc.value)
+        assert "lab ut" in message and str(path) in message and "is running" in message
+        with lab_lock("other"):  # another lab is another lock
+            pass
+    assert not path.exists() and not lock_path("other").exists()
+    with lab_lock("ut"):  # and the lock can be taken again
+        pass
+    assert not path.exists()
+
+
+def test_a_lab_lock_in_another_process_conflicts(tmp_path: Path) -> None:
+    code = ("import sys, time\nfrom provision.engine.lab import lab_lock\n"
+            "with lab_lock('ut'):\n    print('held', flush=True)\n    sys.stdin.read()\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(OperationError, match=rf"pid {holder.pid}\)"), lab_lock("ut"):
+            pass
+    finally:
+        holder.communicate("", timeout=30)
+    assert holder.returncode == 0 and not lock_path("ut").exists()
+
+
+def test_a_stale_lock_file_is_taken_and_removed(tmp_path: Path) -> None:
+    path = lock_path("ut")
+    path.parent.mkdir(parents=True)
+    path.write_text("")  # left by an older version, which never removed it
+    with lab_lock("ut"):
+        pass
+    assert not path.exists()
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    path = lock_path("ut")
+    path.parent.mkdir(parents=True)
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    path.symlink_to(target)
+    with pytest.raises(HostError, match=str(path)), lab_lock("ut"):
+        pass
+    assert target.read_text() == "keep"
+
+
 # -- messages safe for a terminal ---------------------------------------------------------
 def test_printable_escapes_control_characters_and_caps_lines() -> None:
     assert printable("a\x1b[31mb\rc\u202ed\udcff") == "a\\x1b[31mb\\rc\\u202ed\\udcff"
@@ -206,6 +276,16 @@ def test_arguments_with_control_characters_are_escaped_in_the_message(
     assert code == 3 and "\x1b" not in line and "a\\x1b[2Jb\\nc.yml" in line
     code, _, err = run(capsys, "plan", "x" * 100_000)
     assert code == 3 and len(one_line(err)) < MAX_LINE + 100
+
+
+def test_a_held_lock_fails_fast_naming_lab_and_lock(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with lab_lock("ut"):
+        code, _, err = run(capsys, "down", str(lab_file(tmp_path)))
+    line = one_line(err)
+    assert code == 1 and "lab ut: another `provision up` or `down`" in line
+    assert str(lock_path("ut")) in line
 
 
 def test_only_an_operation_error_spans_lines(capsys: pytest.CaptureFixture[str]) -> None:
