@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from provision.cli.main import printable
 from provision.cli.progress import RichProgress
 from provision.core import plan
 from provision.engine import converge, lab
@@ -148,8 +150,8 @@ def _print_plan(p: plan.Plan, as_json: bool, extra: dict | None = None) -> None:
     if as_json:
         _emit_json({**p.to_dict(), **(extra or {})})
         return
-    for note in p.notes:
-        out.print(f"[dim]note: {note}[/]")
+    for note in p.notes:  # notes quote the lab file (host names): never markup
+        out.print(f"[dim]note: {escape(printable(note))}[/]")
     if p.in_sync:
         out.print(f"lab {p.lab}: in sync, nothing to change")
         return

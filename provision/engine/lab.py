@@ -7,9 +7,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import socket
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,37 @@ def _check_lab_file(path: str | Path) -> None:
     if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
         raise SpecError(str(path), "is not a regular file; name a lab file, "
                         "e.g. inventory/demo.yml")
+
+
+def placement_note(lab: spec.Lab, local_names: Iterable[str] | None = None) -> str | None:
+    """What `plan` and `up` without ``--host`` say when the lab places VMs on more than one
+    host, or on a host that is not this one: they place every VM here all the same."""
+    local = set(local_names if local_names is not None else _local_host_names())
+    by_host: dict[str, list[str]] = {}
+    for vm in lab.vms:
+        by_host.setdefault(vm.host, []).append(vm.name)
+    if not by_host or (len(by_host) == 1 and next(iter(by_host)) in local):
+        return None
+    groups = ", ".join(f"{_and(names)} (host {host})" for host, names in by_host.items())
+    return (f"placing every VM on this host (--host not given): {groups}; "
+            "use --host NAME to place one host's VMs")
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _local_host_names() -> set[str]:
+    name = socket.gethostname()
+    return {"localhost", name, name.split(".")[0]}
+
+
+def _notes(path: LabSource, host: str | None, lab: spec.Lab) -> list[str]:
+    """Notes for the plan of a lab file read without --host (Ansible places VMs itself)."""
+    if host is not None or isinstance(path, spec.Lab):
+        return []
+    note = placement_note(lab)
+    return [note] if note else []
 
 
 def run_dir() -> Path:
@@ -173,9 +205,10 @@ def load(path: LabSource, host: str | None = None) -> tuple[spec.Lab, desired.De
 def plan_lab(path: LabSource, host: str | None = None) -> LabResult:
     """The changes `up` would make; nothing on the host changes."""
     t0 = time.monotonic()
-    _lab, want = load(path, host)
+    lab, want = load(path, host)
     with converge.open_backends() as b:
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
+    p.notes[:0] = _notes(path, host, lab)
     return LabResult(want.lab, p, not p.in_sync, want.backend, want.domain_type,
                      seconds=time.monotonic() - t0)
 
@@ -190,9 +223,10 @@ def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: flo
     removed (a VM moved to another hypervisor leaves this one).
     """
     t0 = time.monotonic()
-    _lab, want = load(path, host)
+    lab, want = load(path, host)
     with lab_lock(want.lab), converge.open_backends() as b:
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
+        p.notes[:0] = _notes(path, host, lab)
         result = LabResult(want.lab, p, not p.in_sync, want.backend, want.domain_type)
         if not p.in_sync:
             if on_plan is not None:

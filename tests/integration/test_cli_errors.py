@@ -161,3 +161,23 @@ def test_verify_errors_are_json_on_stdout_and_a_failed_write_is_one_line(
             assert "verify passed" in line and "PASSED" in proc.stdout
     finally:
         provision("down", path, check=False)
+
+
+def test_plan_without_host_says_where_vms_go(tmp_path: Path) -> None:
+    name = unique_name()
+    lab = small_lab(name)
+    vm = lab["vms"][0]
+    lab["vms"] = [vm, {**vm, "name": "vm2"}, {**vm, "name": "vm3", "host": "hv2"}]
+    doc = {"all": {"hosts": {"localhost": {"ansible_connection": "local"}, "hv2": {}},
+                   "vars": {"lab": lab}}}
+    path = tmp_path / "spread.yml"
+    path.write_text(json.dumps(doc))  # JSON is YAML
+    note = ("placing every VM on this host (--host not given): vm1 and vm2 (host localhost), "
+            "vm3 (host hv2); use --host NAME to place one host's VMs")
+    proc = provision("plan", str(path), "--json", check=False)
+    assert proc.returncode == 2 and note in json.loads(proc.stdout)["notes"]
+    proc = provision("plan", str(path), check=False)
+    assert proc.returncode == 2 and note in " ".join(proc.stdout.split())
+    proc = provision("plan", str(path), "--host", "localhost", "--json", check=False)
+    assert proc.returncode == 2
+    assert not any("placing" in note for note in json.loads(proc.stdout)["notes"])

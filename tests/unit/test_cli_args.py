@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from provision.cli.main import MAX_LINE, _fail, build_parser, main, printable
-from provision.engine.lab import lab_lock, lock_path
+from provision.engine.lab import lab_lock, lock_path, placement_note
 from provision.errors import HostError, OperationError
 
-from .helpers import lab_data
+from .helpers import lab, lab_data
 
 SUBCOMMANDS = ("host check", "host prepare", "image build", "render", "plan", "up", "status",
                "down", "verify")
@@ -255,6 +255,22 @@ def test_a_lock_file_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
     with pytest.raises(HostError, match=str(path)), lab_lock("ut"):
         pass
     assert target.read_text() == "keep"
+
+
+# -- placement without --host -------------------------------------------------------------
+def test_placement_note_names_vms_by_host() -> None:
+    base = lab()
+    vms = list(base.vms)
+    third = vms[1].model_copy(update={"name": "vm3", "host": "hv2"})
+    spread = base.model_copy(update={"vms": (*vms, third)})
+    assert placement_note(spread, {"localhost"}) == (
+        "placing every VM on this host (--host not given): vm1 and vm2 (host localhost), "
+        "vm3 (host hv2); use --host NAME to place one host's VMs")
+    assert placement_note(base, {"localhost"}) is None  # all here: nothing to say
+    assert placement_note(base, {"hv9"}) == (
+        "placing every VM on this host (--host not given): vm1 and vm2 (host localhost); "
+        "use --host NAME to place one host's VMs")
+    assert placement_note(base.model_copy(update={"vms": ()}), set()) is None
 
 
 # -- messages safe for a terminal ---------------------------------------------------------
