@@ -163,6 +163,31 @@ def test_verify_errors_are_json_on_stdout_and_a_failed_write_is_one_line(
         provision("down", path, check=False)
 
 
+def test_a_damaged_image_cache_says_rebuild_and_build_rebuilds(
+    tmp_path: Path, conn: libvirt.virConnect
+) -> None:
+    cache = tmp_path / "cache"
+    env = {"VIRTIO_LAB_CACHE": str(cache)}
+    assert json.loads(provision("image", "build", "--json", **env).stdout)["built"] is True
+    manifest = cache / "tiny" / "image.json"
+    good = json.loads(manifest.read_text())
+    name = unique_name()
+    path = str(write_lab(tmp_path / "lab.yml", small_lab(name)))
+    for damaged in ("{not json", json.dumps({k: v for k, v in good.items() if k != "cmdline"}),
+                    json.dumps({**good, "kernel_version": 6})):
+        manifest.write_text(damaged)
+        for command in ("render", "plan", "up"):
+            proc = provision(command, path, check=False, **env)
+            line = error_line(proc)
+            assert proc.returncode == 4, (command, proc.stderr)
+            assert str(cache) in line and "provision image build --force" in line
+        assert_nothing_created(conn, name)
+        proc = provision("image", "build", "--json", **env)  # not --force: damaged is absent
+        assert json.loads(proc.stdout)["built"] is True
+        assert json.loads(manifest.read_text())["cmdline"] == good["cmdline"]
+    provision("render", path, **env)
+
+
 def test_plan_without_host_says_where_vms_go(tmp_path: Path) -> None:
     name = unique_name()
     lab = small_lab(name)
