@@ -188,6 +188,20 @@ def test_a_damaged_image_cache_says_rebuild_and_build_rebuilds(
     provision("render", path, **env)
 
 
+def test_missing_templates_are_exit_4_naming_the_directory(
+    tmp_path: Path, conn: libvirt.virConnect
+) -> None:
+    missing = tmp_path / "templates"
+    name = unique_name()
+    path = str(write_lab(tmp_path / "lab.yml", small_lab(name)))
+    for command in ("render", "plan", "up"):
+        proc = provision(command, path, check=False, VIRTIO_LAB_TEMPLATES=str(missing))
+        line = error_line(proc)
+        assert proc.returncode == 4, (command, proc.stderr)
+        assert f"not found in {missing}" in line and "reinstall" in line
+    assert_nothing_created(conn, name)
+
+
 def test_plan_without_host_says_where_vms_go(tmp_path: Path) -> None:
     name = unique_name()
     lab = small_lab(name)

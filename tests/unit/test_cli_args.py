@@ -312,3 +312,22 @@ def test_only_an_operation_error_spans_lines(capsys: pytest.CaptureFixture[str])
     captured = capsys.readouterr()
     assert captured.err == "provision: error: lab.name: 'a\\nb'\n"
     assert json.loads(captured.out) == {"error": "lab.name: 'a\\nb'", "exit_code": 3}
+
+
+# -- a broken installation ----------------------------------------------------------------
+def test_missing_templates_are_exit_4_naming_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provision.core.render import render_template
+
+    missing = tmp_path / "no-templates"
+    monkeypatch.setenv("VIRTIO_LAB_TEMPLATES", str(missing))
+    with pytest.raises(HostError, match=rf"not found in {missing}: .* broken; reinstall") as exc:
+        render_template("domain.xml.j2")
+    assert exc.value.exit_code == 4
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "domain.xml.j2").write_text("<domain>\n{% if %}\n")
+    monkeypatch.setenv("VIRTIO_LAB_TEMPLATES", str(broken))
+    with pytest.raises(HostError, match=r"domain\.xml\.j2 line 2 is broken"):
+        render_template("domain.xml.j2")
