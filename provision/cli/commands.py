@@ -251,6 +251,8 @@ def check_output_path(flag: str, path: str) -> None:
     parent = target.parent
     if not path:
         raise SpecError(flag, "the file name is empty; name a file, e.g. report.json")
+    if "\0" in path:
+        raise SpecError(flag, "the file name contains a NUL character")
     if target.is_dir():
         example = target / ("junit.xml" if flag == "--junit" else "report.json")
         raise SpecError(flag, f"{path} is a directory; name a file in it, e.g. {example}")

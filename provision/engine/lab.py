@@ -73,9 +73,11 @@ def _check_lab_file(path: str | Path) -> None:
     (reading /dev/zero would never end). A pipe passes: `provision plan /dev/stdin < f`."""
     if not str(path).strip():
         raise SpecError("LAB", "the lab file name is empty; name one, e.g. inventory/demo.yml")
+    if "\0" in str(path):  # no command line can hold one; a caller's string can
+        raise SpecError("LAB", "the lab file name contains a NUL character")
     try:
         mode = os.stat(path).st_mode
-    except (OSError, ValueError):
+    except OSError:
         return  # the reader says why (missing, unreadable) in its own words
     if stat.S_ISDIR(mode):
         raise SpecError(str(path), "is a directory, not a lab file; name a file in it, "

@@ -91,7 +91,7 @@ def test_extra_arguments_are_named(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 3 and "'b.yml'" in one_line(err)
 
 
-@pytest.mark.parametrize("lab_arg", ["", " "])
+@pytest.mark.parametrize("lab_arg", ["", " ", "a\0b"])
 @pytest.mark.parametrize("command", LAB_COMMANDS)
 def test_blank_lab_argument_is_exit_3(
     capsys: pytest.CaptureFixture[str], command: str, lab_arg: str
@@ -181,6 +181,7 @@ def test_no_json_error_on_stdout_when_json_goes_to_a_file(
         ("/nonexistent/dir/r.out", "directory /nonexistent/dir does not exist"),
         ("{tmp}", "is a directory"),
         ("", "empty"),
+        ("r\0.json", "NUL"),
     ],
 )
 def test_verify_output_paths_are_checked_before_the_run(
