@@ -112,9 +112,9 @@ def image_build(args: argparse.Namespace) -> int:
         )
     else:
         verb = "built" if built else "up to date"
-        out.print(
+        out.print(  # the cache path comes from VIRTIO_LAB_CACHE: not markup
             f"image {img.name} {verb}: {img.initrd.parent} (sha256 {img.content_hash[:16]},"
-            f" kernel {img.kernel_version})"
+            f" kernel {img.kernel_version})", markup=False
         )
     return 0
 

@@ -166,7 +166,7 @@ def test_verify_errors_are_json_on_stdout_and_a_failed_write_is_one_line(
 def test_a_damaged_image_cache_says_rebuild_and_build_rebuilds(
     tmp_path: Path, conn: libvirt.virConnect
 ) -> None:
-    cache = tmp_path / "cache"
+    cache = tmp_path / "cache[/]"  # printed by rich, which must not read it as markup
     env = {"VIRTIO_LAB_CACHE": str(cache)}
     assert json.loads(provision("image", "build", "--json", **env).stdout)["built"] is True
     manifest = cache / "tiny" / "image.json"
@@ -186,6 +186,7 @@ def test_a_damaged_image_cache_says_rebuild_and_build_rebuilds(
         assert json.loads(proc.stdout)["built"] is True
         assert json.loads(manifest.read_text())["cmdline"] == good["cmdline"]
     provision("render", path, **env)
+    assert f"up to date: {cache}/tiny-" in provision("image", "build", **env).stdout
 
 
 def test_missing_templates_are_exit_4_naming_the_directory(
