@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from provision.cli.main import printable
 from provision.cli.progress import RichProgress
-from provision.core import plan, spec
+from provision.core import plan
 from provision.engine import converge, lab
+from provision.errors import OperationError, SpecError
 from provision.host.probe import probe_host
 from provision.image import build as image
 
@@ -107,9 +112,9 @@ def image_build(args: argparse.Namespace) -> int:
         )
     else:
         verb = "built" if built else "up to date"
-        out.print(
+        out.print(  # the cache path comes from VIRTIO_LAB_CACHE: not markup
             f"image {img.name} {verb}: {img.initrd.parent} (sha256 {img.content_hash[:16]},"
-            f" kernel {img.kernel_version})"
+            f" kernel {img.kernel_version})", markup=False
         )
     return 0
 
@@ -145,8 +150,8 @@ def _print_plan(p: plan.Plan, as_json: bool, extra: dict | None = None) -> None:
     if as_json:
         _emit_json({**p.to_dict(), **(extra or {})})
         return
-    for note in p.notes:
-        out.print(f"[dim]note: {note}[/]")
+    for note in p.notes:  # notes quote the lab file (host names): never markup
+        out.print(f"[dim]note: {escape(printable(note))}[/]")
     if p.in_sync:
         out.print(f"lab {p.lab}: in sync, nothing to change")
         return
@@ -204,8 +209,9 @@ def down(args: argparse.Namespace) -> int:
 def status(args: argparse.Namespace) -> int:
     from provision.cli.status import lab_status, print_status
 
+    wanted = lab.lab_spec(args.lab)  # a bad file is exit 3 whether or not the daemons answer
     with converge.open_backends() as b:
-        data = lab_status(b, spec.load_lab(args.lab))
+        data = lab_status(b, wanted)
     if args.json:
         _emit_json(data)
     else:
@@ -217,14 +223,44 @@ def verify(args: argparse.Namespace) -> int:
     from provision.verify import output, verify_lab
 
     to_stdout = args.json == "-"
+    files = [(flag, path) for flag, path in (("--json", args.json), ("--junit", args.junit))
+             if path is not None and not (flag == "--json" and to_stdout)]
+    for flag, path in files:  # before the work: a typo must not cost a whole verify
+        check_output_path(flag, path)
     with RichProgress(err, enabled=not to_stdout) as progress:
         report = verify_lab(args.lab, progress, perf=args.perf)
     if to_stdout:
         print(output.to_json(report))
     else:
         output.print_report(out, report)
-        if args.json:
-            output.write_json(report, args.json)
-    if args.junit:
-        output.write_junit(report, args.junit)
+    writers = {"--json": output.write_json, "--junit": output.write_junit}
+    for flag, path in files:
+        try:
+            writers[flag](report, path)
+        except OSError as exc:  # checked before the run, so something changed meanwhile
+            verdict = "passed" if report.passed else "failed"
+            raise OperationError(f"{flag}: cannot write {path}: {exc.strerror or exc} "
+                                 f"(verify {verdict}; the report is not saved)") from None
     return 0 if report.passed else 1
+
+
+def check_output_path(flag: str, path: str) -> None:
+    """SpecError (exit 3) naming ``flag`` unless ``path`` can be written as a file: its
+    directory exists and is writable, and it is not itself a directory."""
+    target = Path(path)
+    parent = target.parent
+    if not path:
+        raise SpecError(flag, "the file name is empty; name a file, e.g. report.json")
+    if "\0" in path:
+        raise SpecError(flag, "the file name contains a NUL character")
+    if target.is_dir():
+        example = target / ("junit.xml" if flag == "--junit" else "report.json")
+        raise SpecError(flag, f"{path} is a directory; name a file in it, e.g. {example}")
+    if not parent.is_dir():
+        raise SpecError(flag, f"cannot write {path}: directory {parent} does not exist; "
+                        "create it or name a file in an existing directory")
+    if not os.access(parent, os.W_OK | os.X_OK) or (
+        target.exists() and not os.access(target, os.W_OK)
+    ):
+        raise SpecError(flag, f"cannot write {path}: permission denied or read-only file "
+                        "system; name a file you can write")

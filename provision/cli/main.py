@@ -6,23 +6,116 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import unicodedata
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, NoReturn
 
-from provision.errors import ProvisionError, SpecError
+from provision.errors import OperationError, ProvisionError, SpecError
 
 EXIT_OK, EXIT_FAIL, EXIT_PENDING, EXIT_INPUT, EXIT_HOST = 0, 1, 2, 3, 4
+# --timeout's upper bound: a day is more than any guest needs, and far larger values overflow
+# the C timeouts of the waits below (threading, sockets).
+MAX_TIMEOUT = 86400.0
+# An error line longer than this is cut: a 100 kB argument must not flood the terminal.
+MAX_LINE = 1000
+MAX_LINES = 200
+# argparse treats these words as values, not options (`--timeout -5` reaches the type check).
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # argparse would exit 2, which means "pending"
+    """argparse, with every bad argument a SpecError (exit 3: argparse's own exit 2 means
+    "changes pending" here) naming the (sub)command and the unknown option."""
+
+    _words: Sequence[str] = ()  # what this parser was given, to name an unknown option
+    commands: Collection[str] = ()  # its subcommands, if it has any
+
+    def add_commands(self, dest: str) -> Any:
+        """The subcommands of this parser: one of them is required."""
+        sub = self.add_subparsers(dest=dest, metavar="COMMAND", required=True,
+                                  parser_class=_Parser)
+        self.commands = sub.choices  # filled as add_parser() is called
+        return sub
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._words = list(sys.argv[1:] if args is None else args)
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:  # said here, by the subcommand's parser, so the message names it
+            self.error(self._unexpected(extras))
+        return namespace, extras
+
+    def error(self, message: str) -> NoReturn:
+        unknown = self._unknown_options()
+        if unknown and message.startswith("the following arguments are required"):
+            message = self._unexpected(unknown)  # the missing argument is likely that one
+        elif message.endswith("required: COMMAND"):
+            message = f"`{self.prog}` needs a command: one of {', '.join(self.commands)}"
         raise SpecError("arguments", f"{message} (see `{self.prog} --help`)")
+
+    def _unexpected(self, words: list[str]) -> str:
+        options = [w for w in words if _is_option(w)]
+        others = [w for w in words if not _is_option(w)]
+        parts = []
+        if options:
+            known = [o for a in self._actions for o in a.option_strings
+                     if o.startswith("--") and o != "--help"]
+            takes = (f"it takes {', '.join(known)}" if known
+                     else "options go after the command")
+            parts.append(f"`{self.prog}` has no option {', '.join(options)}; {takes}")
+        if others:
+            parts.append(f"`{self.prog}` takes no argument {', '.join(map(repr, others))}")
+        return "; ".join(parts)
+
+    def _unknown_options(self) -> list[str]:
+        """The words of this parser's arguments that look like options it does not have."""
+        known = self._option_string_actions  # argparse's own table of this parser's options
+        nested = self._subparsers is not None  # words after the command are the command's
+        found = []
+        for word in self._words:
+            if word == "--":
+                break
+            if not _is_option(word):
+                if nested:
+                    break
+                continue
+            name = word.split("=", 1)[0]
+            abbreviates = name.startswith("--") and any(o.startswith(name) for o in known)
+            if name not in known and not abbreviates:
+                found.append(word)
+        return found
+
+
+def _is_option(word: str) -> bool:
+    return word.startswith("-") and word != "-" and not _NEGATIVE_NUMBER.match(word)
+
+
+def _lab_file(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is blank; name a lab file, e.g. inventory/demo.yml")
+    return text
+
+
+def _timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= MAX_TIMEOUT:  # also false for nan
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds more than 0 and at most {MAX_TIMEOUT:g} "
+            "(a day); e.g. --timeout 300"
+        )
+    return seconds
 
 
 def _add_lab(p: argparse.ArgumentParser) -> None:
-    p.add_argument("lab", help="lab file, e.g. inventory/demo.yml")
+    p.add_argument("lab", metavar="LAB", type=_lab_file,
+                   help="lab file, e.g. inventory/demo.yml")
 
 
 def _add_json(p: argparse.ArgumentParser) -> None:
@@ -36,10 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="virtio-lab: stand up multiqueue virtio-net labs on Open vSwitch and "
         "libvirt from one file, and prove the data path works.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_commands("command")
 
     host = sub.add_parser("host", help="what this host can do; prepare it")
-    hsub = host.add_subparsers(dest="host_command", required=True, parser_class=_Parser)
+    hsub = host.add_commands("host_command")
     p = hsub.add_parser("check", help="probe KVM, vhost-net, OVS datapaths, daemons, packages")
     _add_json(p)
     p.set_defaults(func=c.host_check)
@@ -52,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=c.host_prepare)
 
     image = sub.add_parser("image", help="the embedded guest")
-    isub = image.add_subparsers(dest="image_command", required=True, parser_class=_Parser)
+    isub = image.add_commands("image_command")
     p = isub.add_parser("build", help="build the embedded default guest (tiny)")
     p.add_argument("--force", action="store_true", help="rebuild even when cached")
     _add_json(p)
@@ -74,9 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "up":
             p.add_argument(
                 "--timeout",
-                type=float,
+                type=_timeout,
                 default=300.0,
-                help="seconds to wait for each guest agent (default 300)",
+                metavar="SECONDS",
+                help=f"seconds to wait for each guest agent, more than 0 and at most "
+                f"{MAX_TIMEOUT:g} (default 300)",
             )
         p.set_defaults(func=func)
     p = sub.add_parser("verify", help="prove the data path hop by hop; exit 0 pass, 1 fail")
@@ -90,31 +185,79 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _warn(message: Warning | str, category: type[Warning], *_args: Any, **_kw: Any) -> None:
     """Library warnings (a deprecated lab key) as one line each on stderr."""
-    print(f"provision: warning: {message}", file=sys.stderr)
+    print(f"provision: warning: {printable(str(message))}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _warn
+    words = list(sys.argv[1:] if argv is None else argv)
+    args: argparse.Namespace | None = None
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(words)
         func: Callable[[Any], int] = args.func
         return func(args)
     except ProvisionError as exc:
-        _fail(str(exc), exc.exit_code, argv)
+        # Only an operation's failure may span lines (one per object, as ReadBackError does);
+        # a bad input or host problem is one line whatever the arguments held.
+        _fail(str(exc), exc.exit_code, _json_to_stdout(args, words),
+              keep_newlines=isinstance(exc, OperationError))
         return exc.exit_code
     except BrokenPipeError:  # the reader went away (`| head`); nothing left to say
         sys.stderr.close()
         return EXIT_OK
     except KeyboardInterrupt:
-        _fail("interrupted", EXIT_FAIL, argv)
+        _fail("interrupted", EXIT_FAIL, _json_to_stdout(args, words))
         return EXIT_FAIL
 
 
-def _fail(message: str, code: int, argv: Sequence[str] | None) -> None:
-    words = list(sys.argv[1:] if argv is None else argv)
-    if "--json" in words:
+def _json_to_stdout(args: argparse.Namespace | None, words: Sequence[str]) -> bool:
+    """Whether the command was asked for JSON on stdout: then its error is JSON there too.
+    `--json` for every command but verify, whose `--json FILE` means stdout only as `-`."""
+    if args is not None:
+        return getattr(args, "json", None) in (True, "-")
+    verify = bool(words) and words[0] == "verify"  # the arguments did not parse: read them
+    for i, word in enumerate(words):
+        if word == "--":
+            break
+        if word == "--json" and (not verify or list(words[i + 1 : i + 2]) == ["-"]):
+            return True
+        if word == "--json=-" and verify:
+            return True
+    return False
+
+
+def _fail(message: str, code: int, as_json: bool, keep_newlines: bool = False) -> None:
+    """The error on stderr, and as JSON on stdout when JSON was asked for there."""
+    message = printable(message, keep_newlines)
+    if as_json:
         print(json.dumps({"error": message, "exit_code": code}))
     print(f"provision: error: {message}", file=sys.stderr)
+
+
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """``text`` safe for a terminal and a log: control and format characters (escape
+    sequences, carriage returns, bidi overrides, undecodable bytes of an argument) shown
+    escaped as Python writes them (``\\x1b``); lines cut at MAX_LINE characters, at most
+    MAX_LINES lines. ``keep_newlines`` keeps the line breaks of a multi-line message."""
+    lines = text.split("\n") if keep_newlines else [text]
+    out = [_escape_line(line) for line in lines[:MAX_LINES]]
+    if len(lines) > MAX_LINES:
+        out.append(f"... and {len(lines) - MAX_LINES} more line(s)")
+    return "\n".join(out)
+
+
+def _escape_line(line: str) -> str:
+    out: list[str] = []
+    length = 0
+    for i, ch in enumerate(line):
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            ch = ascii(ch)[1:-1]
+        if length + len(ch) > MAX_LINE:
+            out.append(f"... ({len(line) - i} more character(s))")
+            break
+        out.append(ch)
+        length += len(ch)
+    return "".join(out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ from rich.progress import (
 
 
 class RichProgress:
-    """The converge.Progress protocol on a rich progress display; a no-op when disabled."""
+    """The converge.Progress protocol on a rich progress display; a no-op when disabled.
+
+    The display starts with the first task: an operation that fails before any (a bad lab
+    file, a held lock) leaves stderr to its one-line error."""
 
     def __init__(self, console: Console, enabled: bool = True) -> None:
         self._progress = Progress(
@@ -31,9 +34,9 @@ class RichProgress:
             disable=not enabled,
             transient=False,
         )
+        self._started = False
 
     def __enter__(self) -> RichProgress:
-        self._progress.start()
         return self
 
     def __exit__(
@@ -42,9 +45,13 @@ class RichProgress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._progress.stop()
+        if self._started:
+            self._progress.stop()
 
     def task(self, description: str, total: int) -> Any:
+        if not self._started:
+            self._progress.start()
+            self._started = True
         return self._progress.add_task(description, total=total, note="")
 
     def advance(self, task: Any, note: str = "") -> None:

@@ -16,11 +16,14 @@ from typing import Any
 import jinja2
 
 from provision.core.owner import OWNER_NS
+from provision.errors import HostError
+
+TEMPLATES_ENV = "VIRTIO_LAB_TEMPLATES"
 
 
 def templates_dir() -> Path:
     """``templates/`` at the repository root, or $VIRTIO_LAB_TEMPLATES."""
-    override = os.environ.get("VIRTIO_LAB_TEMPLATES")
+    override = os.environ.get(TEMPLATES_ENV)
     return Path(override) if override else Path(__file__).resolve().parents[2] / "templates"
 
 
@@ -35,7 +38,28 @@ def _env(directory: str) -> jinja2.Environment:
 
 
 def render_template(template: str, **context: Any) -> str:
-    return _env(str(templates_dir())).get_template(template).render(**context)
+    """``template`` rendered; HostError (exit 4) when the templates are missing or broken:
+    they ship with virtio-lab, so the installation is what needs repair."""
+    directory = templates_dir()
+    try:
+        loaded = _env(str(directory)).get_template(template)
+    except jinja2.TemplateNotFound:
+        raise HostError(
+            f"template {template} not found in {directory}: the installation of virtio-lab "
+            f"is broken; reinstall it{_override_hint()}"
+        ) from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise HostError(
+            f"template {directory / template} line {exc.lineno} is broken ({exc.message}): "
+            f"the installation of virtio-lab is broken; reinstall it{_override_hint()}"
+        ) from None
+    return loaded.render(**context)
+
+
+def _override_hint() -> str:
+    if not os.environ.get(TEMPLATES_ENV):
+        return ""
+    return f" (or unset {TEMPLATES_ENV}, which names that directory)"
 
 
 def driver_name(backend: str) -> str:

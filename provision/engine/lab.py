@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import socket
+import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,13 @@ from typing import Any
 from provision.core import desired, plan, spec
 from provision.engine import converge
 from provision.engine.converge import Progress
-from provision.errors import OperationError, SpecError
+from provision.errors import HostError, OperationError, SpecError
 from provision.host.probe import lab_caps
 from provision.host.ready import wait_for_daemons
 from provision.image import build as image
+
+RUNDIR_ENV = "VIRTIO_LAB_RUNDIR"
+DEFAULT_RUNDIR = "/run/virtio-lab"
 
 
 @dataclass
@@ -52,6 +57,7 @@ def lab_spec(source: LabSource, host: str | None = None) -> spec.Lab:
     if isinstance(source, spec.Lab):  # Ansible: its own inventory names the host
         lab, hosts = source, None
     else:
+        _check_lab_file(source)
         lab, hosts = spec.load_inventory(source)
     if host is None:
         return lab
@@ -63,20 +69,133 @@ def lab_spec(source: LabSource, host: str | None = None) -> spec.Lab:
     return lab.model_copy(update={"vms": tuple(vm for vm in lab.vms if vm.host == host)})
 
 
+def _check_lab_file(path: str | Path) -> None:
+    """SpecError unless ``path`` can be a lab file: not empty, not a directory, not a device
+    (reading /dev/zero would never end). A pipe passes: `provision plan /dev/stdin < f`."""
+    if not str(path).strip():
+        raise SpecError("LAB", "the lab file name is empty; name one, e.g. inventory/demo.yml")
+    if "\0" in str(path):  # no command line can hold one; a caller's string can
+        raise SpecError("LAB", "the lab file name contains a NUL character")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # the reader says why (missing, unreadable) in its own words
+    if stat.S_ISDIR(mode):
+        raise SpecError(str(path), "is a directory, not a lab file; name a file in it, "
+                        "e.g. inventory/demo.yml")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise SpecError(str(path), "is not a regular file; name a lab file, "
+                        "e.g. inventory/demo.yml")
+
+
+def placement_note(lab: spec.Lab, local_names: Iterable[str] | None = None) -> str | None:
+    """What `plan` and `up` without ``--host`` say when the lab places VMs on more than one
+    host, or on a host that is not this one: they place every VM here all the same."""
+    local = set(local_names if local_names is not None else _local_host_names())
+    by_host: dict[str, list[str]] = {}
+    for vm in lab.vms:
+        by_host.setdefault(vm.host, []).append(vm.name)
+    if not by_host or (len(by_host) == 1 and next(iter(by_host)) in local):
+        return None
+    groups = ", ".join(f"{_and(names)} (host {host})" for host, names in by_host.items())
+    return (f"placing every VM on this host (--host not given): {groups}; "
+            "use --host NAME to place one host's VMs")
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _local_host_names() -> set[str]:
+    name = socket.gethostname()
+    return {"localhost", name, name.split(".")[0]}
+
+
+def _notes(path: LabSource, host: str | None, lab: spec.Lab) -> list[str]:
+    """Notes for the plan of a lab file read without --host (Ansible places VMs itself)."""
+    if host is not None or isinstance(path, spec.Lab):
+        return []
+    note = placement_note(lab)
+    return [note] if note else []
+
+
+def run_dir() -> Path:
+    """Where lab locks live: $VIRTIO_LAB_RUNDIR, else /run/virtio-lab."""
+    return Path(os.environ.get(RUNDIR_ENV) or DEFAULT_RUNDIR)
+
+
+def lock_path(name: str) -> Path:
+    return run_dir() / f"lab-{name}.lock"
+
+
 @contextlib.contextmanager
 def lab_lock(name: str) -> Iterator[None]:
-    """One writer per lab on this host: a second `up` or `down` of the same lab fails fast."""
-    rundir = os.environ.get("VIRTIO_LAB_RUNDIR", "/run/virtio-lab")
-    os.makedirs(rundir, exist_ok=True)
-    with open(os.path.join(rundir, f"lab-{name}.lock"), "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OperationError(
-                f"lab {name}: another `provision up` or `down` of this lab is running; "
-                "wait for it to finish"
-            ) from None
+    """One writer per lab on this host: a second `up` or `down` of the same lab fails fast.
+
+    The lock file is removed when the operation ends. Unlinking a lock file others may
+    open needs care: each taker checks, once it holds the flock, that the path still names
+    the file it locked (else the holder before it removed it, and it tries again), and the
+    holder unlinks the path before it lets go of the lock."""
+    path = lock_path(name)
+    fd = _take_lock(path, name)
+    try:
         yield
+    finally:
+        with contextlib.suppress(OSError):
+            if _names(path, fd):  # else someone removed it by hand; the path is not ours
+                path.unlink()
+        os.close(fd)  # releases the flock
+
+
+def _take_lock(path: Path, name: str) -> int:
+    _make_run_dir(path.parent)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise HostError(f"cannot open the lock file {path} of lab {name}: "
+                            f"{exc.strerror}; check {RUNDIR_ENV} or remove the file") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise OperationError(
+                f"lab {name}: another `provision up` or `down` of this lab is running"
+                f"{holder} and holds {path}; wait for it to finish"
+            ) from None
+        if _names(path, fd):
+            with contextlib.suppress(OSError):  # the pid only informs a second taker
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)  # the previous holder removed the file we locked: take the new one
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` is still the file open as ``fd``."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
+    except FileNotFoundError:
+        return False
+
+
+def _lock_holder(fd: int) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(os.pread(fd, 32, 0).decode().strip())
+        return f" (pid {pid})"
+    return ""
+
+
+def _make_run_dir(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise HostError(f"{directory} is not a directory, and lab locks live there: "
+                        f"remove it, or set {RUNDIR_ENV} to a directory") from None
+    except OSError as exc:
+        raise HostError(f"cannot create {directory} for lab locks: {exc.strerror}; "
+                        f"set {RUNDIR_ENV} to a directory you can write") from None
 
 
 def load(path: LabSource, host: str | None = None) -> tuple[spec.Lab, desired.DesiredLab]:
@@ -89,9 +208,10 @@ def load(path: LabSource, host: str | None = None) -> tuple[spec.Lab, desired.De
 def plan_lab(path: LabSource, host: str | None = None) -> LabResult:
     """The changes `up` would make; nothing on the host changes."""
     t0 = time.monotonic()
-    _lab, want = load(path, host)
+    lab, want = load(path, host)
     with converge.open_backends() as b:
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
+    p.notes[:0] = _notes(path, host, lab)
     return LabResult(want.lab, p, not p.in_sync, want.backend, want.domain_type,
                      seconds=time.monotonic() - t0)
 
@@ -106,9 +226,10 @@ def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: flo
     removed (a VM moved to another hypervisor leaves this one).
     """
     t0 = time.monotonic()
-    _lab, want = load(path, host)
+    lab, want = load(path, host)
     with lab_lock(want.lab), converge.open_backends() as b:
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
+        p.notes[:0] = _notes(path, host, lab)
         result = LabResult(want.lab, p, not p.in_sync, want.backend, want.domain_type)
         if not p.in_sync:
             if on_plan is not None:

@@ -52,6 +52,8 @@ IMAGE_NAMES = ("tiny",)
 CACHE_ENV = "VIRTIO_LAB_CACHE"
 DEFAULT_CACHE_DIR = Path("/var/cache/virtio-lab/images")
 MANIFEST = "image.json"
+# The keys of image.json a reader needs, every one a non-empty string (the rest informs).
+MANIFEST_KEYS = ("input_key", "content_hash", "kernel_version", "kernel", "initrd", "cmdline")
 
 # The guest's kernel command line before lpj= (see _kernel_cmdline) and the vlab.* tokens.
 # Measured under TCG, q35, 4 vCPUs, kernel-only boot (QEMU start -> init runs: about 2.05 s
@@ -126,7 +128,7 @@ def build_image(
     cache = cache_dir or default_cache_dir()
     inputs = _gather_inputs()
     key = _input_key(inputs)
-    _make_dir(cache)
+    _make_cache_dir(cache)
     with _locked(cache):
         current = _read_manifest(cache / name)
         if current and current.get("input_key") == key and not force:
@@ -144,10 +146,17 @@ def image_current(name: str = "tiny", cache_dir: Path | None = None) -> bool:
 
 
 def load_image(name: str = "tiny", cache_dir: Path | None = None) -> GuestImage:
-    """The image `name` as last built; HostError if it was never built."""
+    """The image `name` as last built; HostError if it was never built, or if its cache
+    entry is damaged (``build_image`` treats such an entry as absent and builds again)."""
     _check_name(name)
     link = (cache_dir or default_cache_dir()) / name
-    manifest = _read_manifest(link)
+    if link.parent.exists() and not link.parent.is_dir():
+        raise HostError(f"the image cache {link.parent} is not a directory: remove it, or set "
+                        f"{CACHE_ENV} to a directory, then run `provision image build`")
+    manifest, problem = _check_manifest(link)
+    if manifest is None and problem:
+        raise HostError(f"guest image {name!r} in {link.parent} is damaged ({problem}): "
+                        "run `provision image build --force`")
     if manifest is None:
         raise HostError(
             f"guest image {name!r} is not built in {link.parent}: run `provision image build`"
@@ -391,6 +400,8 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _point(link: Path, target: str) -> None:
+    if link.is_dir() and not link.is_symlink():  # a damaged entry: the link is ours to make
+        shutil.rmtree(link)
     temp = link.with_name(f".{link.name}.link")
     temp.unlink(missing_ok=True)
     temp.symlink_to(target)
@@ -420,14 +431,39 @@ def _package_versions(kernel_version: str) -> dict[str, str]:
 
 
 def _read_manifest(directory: Path) -> dict[str, object] | None:
+    """The manifest of a complete, sound build in ``directory``; None for anything else."""
+    return _check_manifest(directory)[0]
+
+
+def _check_manifest(directory: Path) -> tuple[dict[str, object] | None, str]:
+    """The manifest of the build in ``directory``, or None and what is wrong with the entry
+    ("" when there is no entry at all). Every key a reader needs must be there with the
+    right type: a cache entry a crash, a full disk or a hand edit damaged is not a build."""
+    file = directory / MANIFEST
     try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
+        manifest = json.loads(file.read_text())
+    except FileNotFoundError:
+        if directory.is_symlink() and not directory.exists():
+            return None, f"{directory} points to {os.readlink(directory)}, which is missing"
+        return None, f"{file} is missing" if directory.exists() else ""
+    except OSError as exc:
+        return None, f"{file} cannot be read: {exc.strerror}"
+    except ValueError:
+        return None, f"{file} is not JSON"
     if not isinstance(manifest, dict):
-        return None
-    files = (directory / str(manifest.get(key, "")) for key in ("kernel", "initrd"))
-    return manifest if all(path.is_file() for path in files) else None
+        return None, f"{file} is not a JSON object"
+    for key in MANIFEST_KEYS:
+        if not isinstance(manifest.get(key), str) or not manifest[key]:
+            return None, f"{file}: {key} is missing or not a string"
+    if not re.fullmatch(r"[0-9a-f]{64}", manifest["content_hash"]):
+        return None, f"{file}: content_hash is not a sha256"
+    for key in ("kernel", "initrd"):
+        file_name = manifest[key]
+        if file_name in (".", "..") or "/" in file_name or "\0" in file_name:
+            return None, f"{file}: {key} must name a file of {directory}, not {file_name!r}"
+        if not (directory / file_name).is_file():
+            return None, f"{directory / file_name} is missing"
+    return manifest, ""
 
 
 def _image_from_manifest(name: str, link: Path, manifest: dict[str, object]) -> GuestImage:
@@ -440,6 +476,18 @@ def _image_from_manifest(name: str, link: Path, manifest: dict[str, object]) -> 
         content_hash=str(manifest["content_hash"]),
         kernel_version=str(manifest["kernel_version"]),
     )
+
+
+def _make_cache_dir(cache: Path) -> None:
+    """The cache directory, made if missing; HostError naming it when it cannot be."""
+    try:
+        _make_dir(cache)
+    except OSError as exc:
+        raise HostError(f"cannot create the image cache {cache}: {exc.strerror}; "
+                        f"set {CACHE_ENV} to a directory you can write") from None
+    if not cache.is_dir():
+        raise HostError(f"the image cache {cache} is not a directory: remove it, "
+                        f"or set {CACHE_ENV} to a directory")
 
 
 def _make_dir(path: Path) -> None:
