@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from provision.image import bootfiles
 from provision.image import build as image
+from provision.image.cache import GuestImage
 from provision.image.cmdline import guest_cmdline
 
 TAP = "vlbench0"
@@ -151,11 +152,11 @@ def devices_argv(args: argparse.Namespace, workdir: Path, tap: bool) -> list[str
     ]
 
 
-def base_cmdline(args: argparse.Namespace, img: image.GuestImage) -> str:
+def base_cmdline(args: argparse.Namespace, img: GuestImage) -> str:
     return " ".join(part for part in (args.cmdline or img.cmdline, args.append) if part)
 
 
-def boot_once(args: argparse.Namespace, img: image.GuestImage, tap: bool, prove: bool) -> float:
+def boot_once(args: argparse.Namespace, img: GuestImage, tap: bool, prove: bool) -> float:
     """QEMU start -> guest-ping answered, in seconds."""
     workdir = Path(tempfile.mkdtemp(prefix="vlbench-"))
     base = dataclasses.replace(img, cmdline=base_cmdline(args, img))
@@ -181,7 +182,7 @@ def boot_once(args: argparse.Namespace, img: image.GuestImage, tap: bool, prove:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def baseline_once(args: argparse.Namespace, img: image.GuestImage, initrd: Path) -> float:
+def baseline_once(args: argparse.Namespace, img: GuestImage, initrd: Path) -> float:
     """The same kernel and flags, an init that prints a line: QEMU start -> that line."""
     argv = machine_argv(args, img.kernel, initrd, base_cmdline(args, img))
     argv += ["-serial", "stdio", "-no-reboot"]

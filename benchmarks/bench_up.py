@@ -38,7 +38,7 @@ from provision.core.desired import DesiredLab, desired_state
 from provision.core.spec import Lab, parse_lab
 from provision.engine import converge, lab
 from provision.host.probe import lab_caps
-from provision.image.build import load_image
+from provision.image.cache import load_image
 
 OVSDB = "unix:/var/run/openvswitch/db.sock"
 OVSDB_FILE = Path("/etc/openvswitch/conf.db")

@@ -13,7 +13,7 @@ from provision.core.owner import Owner, domain_name, nic_mac, tap_name
 from provision.core.spec import Lab, VmSpec, nic_queues, spec_hash
 from provision.errors import HostError, SpecError
 from provision.host.probe import HostCaps
-from provision.image.build import GuestImage
+from provision.image.cache import GuestImage
 from provision.image.cmdline import guest_cmdline
 
 

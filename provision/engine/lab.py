@@ -21,7 +21,7 @@ from provision.engine.converge import Progress
 from provision.errors import HostError, OperationError, SpecError
 from provision.host.probe import lab_caps
 from provision.host.ready import wait_for_daemons
-from provision.image import build as image
+from provision.image import cache as image
 
 RUNDIR_ENV = "VIRTIO_LAB_RUNDIR"
 DEFAULT_RUNDIR = "/run/virtio-lab"

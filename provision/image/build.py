@@ -1,22 +1,15 @@
 """The embedded default guest ("image: tiny"): built from the host's Debian packages, cached.
 
-This module owns the guest image cache: finding the host's packaged kernel, the virtio
+This module builds the guest image: finding the host's packaged kernel, the virtio
 modules it needs, busybox-static, qemu-ga, ethtool and iperf3 (with the libraries ``ldd``
 lists); packing them with ``provision/image/init`` into a reproducible newc initramfs;
 and the kernel command line the guest boots with (``guest_cmdline``).
 
-Cache layout, under ``default_cache_dir()``::
-
-    tiny -> tiny-<content hash prefix>/     symlink, swapped atomically after a build
-    tiny-<content hash prefix>/{kernel,initrd,image.json}
-
 A build is keyed by its *input key* (builder version, kernel version, path/size/mtime of
 every host file that goes in, the init script, the base command line): a second
-``build_image`` with the same inputs does nothing; a build that changes the bytes removes the
-previous build directory (running guests keep theirs; defined ones need their domain XML
-re-rendered, which ``provision up`` does since the kernel path changed).  The output is
-byte-for-byte reproducible (sorted entries, fixed owners and mtimes), so ``content_hash``
-names exactly what the guest is.
+``build_image`` with the same inputs does nothing (the cache, its layout and how a new build
+is put in place: ``provision/image/cache.py``).  The output is byte-for-byte reproducible
+(sorted entries, fixed owners and mtimes), so ``content_hash`` names exactly what the guest is.
 
 The kernel is stored as the uncompressed ELF ``vmlinux`` taken out of the packaged bzImage:
 QEMU boots it through its PVH entry (``<kernel>`` accepts it as is), which saves the guest
@@ -30,30 +23,34 @@ successful ``guest-ping`` (after ``guest-sync``) means the guest's network is co
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from provision.errors import HostError, SpecError
+from provision.errors import HostError
 from provision.image import bootfiles
+from provision.image.cache import (
+    MANIFEST,
+    GuestImage,
+    check_name,
+    default_cache_dir,
+    image_from_manifest,
+    load_image,
+    locked,
+    make_cache_dir,
+    point,
+    prune,
+    read_manifest,
+    write,
+)
 
 BUILDER_VERSION = 1
-IMAGE_NAMES = ("tiny",)
-CACHE_ENV = "VIRTIO_LAB_CACHE"
-DEFAULT_CACHE_DIR = Path("/var/cache/virtio-lab/images")
-MANIFEST = "image.json"
-# The keys of image.json a reader needs, every one a non-empty string (the rest informs).
-MANIFEST_KEYS = ("input_key", "content_hash", "kernel_version", "kernel", "initrd", "cmdline")
 
 # The guest's kernel command line before lpj= (see _kernel_cmdline) and the vlab.* tokens.
 # Measured under TCG, q35, 4 vCPUs, kernel-only boot (QEMU start -> init runs: about 2.05 s
@@ -89,18 +86,6 @@ GUEST_TOOLS = (
 
 
 @dataclass(frozen=True)
-class GuestImage:
-    """A built guest, ready for direct kernel boot."""
-
-    name: str  # the lab file's `image:` value, e.g. "tiny"
-    kernel: Path  # <os><kernel>, inside the cache dir, mode 0644
-    initrd: Path  # <os><initrd>, inside the cache dir, mode 0644
-    cmdline: str  # base of <os><cmdline>; guest_cmdline() appends the vlab.* tokens
-    content_hash: str  # sha256 of the kernel bytes followed by the initrd bytes
-    kernel_version: str  # e.g. "6.1.0-56-amd64"
-
-
-@dataclass(frozen=True)
 class _Inputs:
     """Everything a build reads from the host."""
 
@@ -114,25 +99,19 @@ class _Inputs:
     init_script: bytes
 
 
-def default_cache_dir() -> Path:
-    """Where built images live: $VIRTIO_LAB_CACHE, else /var/cache/virtio-lab/images."""
-    override = os.environ.get(CACHE_ENV)
-    return Path(override) if override else DEFAULT_CACHE_DIR
-
-
 def build_image(
     name: str = "tiny", cache_dir: Path | None = None, force: bool = False
 ) -> tuple[GuestImage, bool]:
     """Build `name` unless the cache holds a build of the same inputs; True if built now."""
-    _check_name(name)
+    check_name(name)
     cache = cache_dir or default_cache_dir()
     inputs = _gather_inputs()
     key = _input_key(inputs)
-    _make_cache_dir(cache)
-    with _locked(cache):
-        current = _read_manifest(cache / name)
+    make_cache_dir(cache)
+    with locked(cache):
+        current = read_manifest(cache / name)
         if current and current.get("input_key") == key and not force:
-            return _image_from_manifest(name, cache / name, current), False
+            return image_from_manifest(name, cache / name, current), False
         _build_into(name, cache, inputs, key, force)
         return load_image(name, cache), True
 
@@ -140,36 +119,12 @@ def build_image(
 def image_current(name: str = "tiny", cache_dir: Path | None = None) -> bool:
     """True when ``build_image`` would do nothing: the cache holds a build of this host's
     current inputs. Reads only (check mode); HostError when an input is missing on the host."""
-    _check_name(name)
-    manifest = _read_manifest((cache_dir or default_cache_dir()) / name)
+    check_name(name)
+    manifest = read_manifest((cache_dir or default_cache_dir()) / name)
     return manifest is not None and manifest.get("input_key") == _input_key(_gather_inputs())
 
 
-def load_image(name: str = "tiny", cache_dir: Path | None = None) -> GuestImage:
-    """The image `name` as last built; HostError if it was never built, or if its cache
-    entry is damaged (``build_image`` treats such an entry as absent and builds again)."""
-    _check_name(name)
-    link = (cache_dir or default_cache_dir()) / name
-    if link.parent.exists() and not link.parent.is_dir():
-        raise HostError(f"the image cache {link.parent} is not a directory: remove it, or set "
-                        f"{CACHE_ENV} to a directory, then run `provision image build`")
-    manifest, problem = _check_manifest(link)
-    if manifest is None and problem:
-        raise HostError(f"guest image {name!r} in {link.parent} is damaged ({problem}): "
-                        "run `provision image build --force`")
-    if manifest is None:
-        raise HostError(
-            f"guest image {name!r} is not built in {link.parent}: run `provision image build`"
-        )
-    return _image_from_manifest(name, link, manifest)
-
-
 # --- what goes in ------------------------------------------------------------------------
-
-
-def _check_name(name: str) -> None:
-    if name not in IMAGE_NAMES:
-        raise SpecError("image", f"unknown image {name!r}; known: {', '.join(IMAGE_NAMES)}")
 
 
 def _gather_inputs() -> _Inputs:
@@ -351,7 +306,7 @@ def _initramfs(inputs: _Inputs) -> bytes:
     return archive.pack()
 
 
-# --- the cache ---------------------------------------------------------------------------
+# --- building into the cache -------------------------------------------------------------
 
 
 def _build_into(name: str, cache: Path, inputs: _Inputs, key: str, force: bool) -> None:
@@ -372,48 +327,23 @@ def _build_into(name: str, cache: Path, inputs: _Inputs, key: str, force: bool) 
         "packages": _package_versions(inputs.kernel_version),
     }
     final = cache / f"{name}-{content_hash[:16]}"
-    if final.is_dir() and _read_manifest(final) and not force:
+    if final.is_dir() and read_manifest(final) and not force:
         # Same bytes already there (inputs touched, content unchanged): refresh the manifest.
-        _write(final / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        write(final / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
     else:
         staging = Path(tempfile.mkdtemp(prefix=f".{name}-build-", dir=cache))
         try:
-            _write(staging / "kernel", kernel)
-            _write(staging / "initrd", initrd)
-            _write(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+            write(staging / "kernel", kernel)
+            write(staging / "initrd", initrd)
+            write(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
             staging.chmod(0o755)
             if final.exists():
                 shutil.rmtree(final)
             staging.rename(final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    _point(cache / name, final.name)
-    _prune(cache, name, keep=final.name)
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write atomically (temp file + rename), mode 0644."""
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_bytes(data)
-    temp.chmod(0o644)
-    temp.replace(path)
-
-
-def _point(link: Path, target: str) -> None:
-    if link.is_dir() and not link.is_symlink():  # a damaged entry: the link is ours to make
-        shutil.rmtree(link)
-    temp = link.with_name(f".{link.name}.link")
-    temp.unlink(missing_ok=True)
-    temp.symlink_to(target)
-    temp.replace(link)
-
-
-def _prune(cache: Path, name: str, keep: str) -> None:
-    for old in cache.glob(f"{name}-*"):
-        if old.name != keep and old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-    for stale in cache.glob(f".{name}-build-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    point(cache / name, final.name)
+    prune(cache, name, keep=final.name)
 
 
 def _package_versions(kernel_version: str) -> dict[str, str]:
@@ -428,82 +358,3 @@ def _package_versions(kernel_version: str) -> dict[str, str]:
     except FileNotFoundError:
         return {}
     return dict(line.split("\t", 1) for line in result.stdout.splitlines() if "\t" in line)
-
-
-def _read_manifest(directory: Path) -> dict[str, object] | None:
-    """The manifest of a complete, sound build in ``directory``; None for anything else."""
-    return _check_manifest(directory)[0]
-
-
-def _check_manifest(directory: Path) -> tuple[dict[str, object] | None, str]:
-    """The manifest of the build in ``directory``, or None and what is wrong with the entry
-    ("" when there is no entry at all). Every key a reader needs must be there with the
-    right type: a cache entry a crash, a full disk or a hand edit damaged is not a build."""
-    file = directory / MANIFEST
-    try:
-        manifest = json.loads(file.read_text())
-    except FileNotFoundError:
-        if directory.is_symlink() and not directory.exists():
-            return None, f"{directory} points to {os.readlink(directory)}, which is missing"
-        return None, f"{file} is missing" if directory.exists() else ""
-    except OSError as exc:
-        return None, f"{file} cannot be read: {exc.strerror}"
-    except ValueError:
-        return None, f"{file} is not JSON"
-    if not isinstance(manifest, dict):
-        return None, f"{file} is not a JSON object"
-    for key in MANIFEST_KEYS:
-        if not isinstance(manifest.get(key), str) or not manifest[key]:
-            return None, f"{file}: {key} is missing or not a string"
-    if not re.fullmatch(r"[0-9a-f]{64}", manifest["content_hash"]):
-        return None, f"{file}: content_hash is not a sha256"
-    for key in ("kernel", "initrd"):
-        file_name = manifest[key]
-        if file_name in (".", "..") or "/" in file_name or "\0" in file_name:
-            return None, f"{file}: {key} must name a file of {directory}, not {file_name!r}"
-        if not (directory / file_name).is_file():
-            return None, f"{directory / file_name} is missing"
-    return manifest, ""
-
-
-def _image_from_manifest(name: str, link: Path, manifest: dict[str, object]) -> GuestImage:
-    directory = link.resolve()
-    return GuestImage(
-        name=name,
-        kernel=directory / str(manifest["kernel"]),
-        initrd=directory / str(manifest["initrd"]),
-        cmdline=str(manifest["cmdline"]),
-        content_hash=str(manifest["content_hash"]),
-        kernel_version=str(manifest["kernel_version"]),
-    )
-
-
-def _make_cache_dir(cache: Path) -> None:
-    """The cache directory, made if missing; HostError naming it when it cannot be."""
-    try:
-        _make_dir(cache)
-    except OSError as exc:
-        raise HostError(f"cannot create the image cache {cache}: {exc.strerror}; "
-                        f"set {CACHE_ENV} to a directory you can write") from None
-    if not cache.is_dir():
-        raise HostError(f"the image cache {cache} is not a directory: remove it, "
-                        f"or set {CACHE_ENV} to a directory")
-
-
-def _make_dir(path: Path) -> None:
-    """Create `path` and missing parents 0755 (libvirt's QEMU may run as libvirt-qemu)."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    for directory in reversed(missing):
-        directory.mkdir(mode=0o755, exist_ok=True)
-        directory.chmod(0o755)
-
-
-@contextlib.contextmanager
-def _locked(cache: Path) -> Iterator[None]:
-    """Hold an exclusive flock on the cache while building, so concurrent builds serialise."""
-    fd = os.open(cache / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

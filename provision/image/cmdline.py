@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 
 from provision.errors import SpecError
-from provision.image.build import GuestImage
+from provision.image.cache import GuestImage
 
 MAX_CMDLINE = 2047  # x86 COMMAND_LINE_SIZE (2048) less the terminating NUL
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")

@@ -31,7 +31,7 @@ from provision.engine.converge import (
 from provision.engine.lab import LabSource, lab_spec
 from provision.errors import HostError
 from provision.host.probe import HostCaps, lab_caps
-from provision.image import build as image
+from provision.image import cache as image
 from provision.verify import guest, host_checks, matrix, parse, qemu, tcp, traffic
 from provision.verify.matrix import Endpoint
 from provision.verify.model import Check, VerifyReport, hop_order, skipped

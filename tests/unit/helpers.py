@@ -8,7 +8,7 @@ from typing import Any
 
 from provision.core.spec import Lab, parse_lab
 from provision.host.probe import HostCaps
-from provision.image.build import GuestImage
+from provision.image.cache import GuestImage
 
 IMAGE = GuestImage(
     name="tiny",

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from provision.errors import HostError
-from provision.image.build import MANIFEST, _read_manifest, load_image
+from provision.image.cache import MANIFEST, load_image, read_manifest
 
 GOOD: dict[str, Any] = {
     "name": "tiny",
@@ -74,7 +74,7 @@ DAMAGED: list[tuple[str, Callable[[Path], None]]] = [
 @pytest.mark.parametrize("damage", [d for _, d in DAMAGED], ids=[n for n, _ in DAMAGED])
 def test_a_damaged_entry_is_no_build(tmp_path: Path, damage: Callable[[Path], None]) -> None:
     damage(tmp_path)
-    assert _read_manifest(tmp_path / "tiny") is None  # build_image builds it again
+    assert read_manifest(tmp_path / "tiny") is None  # build_image builds it again
     with pytest.raises(HostError, match=r"is damaged \(.*\): run `provision image build --force`"
                        ) as exc:
         load_image("tiny", tmp_path)
