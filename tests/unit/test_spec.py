@@ -8,7 +8,7 @@ import pytest
 
 from provision.core.owner import nic_mac, tap_name
 from provision.core.spec import load_lab, parse_lab
-from provision.errors import SpecError
+from provision.errors import ECHO, MAX_LINE, SpecError, shown
 
 from .helpers import lab, lab_data
 
@@ -147,3 +147,24 @@ def test_datapath_is_a_deprecated_alias_of_backend() -> None:
 def test_every_shipped_lab_is_valid(path: Path) -> None:
     parsed = load_lab(path)
     assert parsed.vms and parsed.bridges, path
+
+
+# -- messages are one printable line of bounded length ------------------------------------
+
+
+@pytest.mark.parametrize("name", ["vm\nx: evil", "vm\x1b[2J\x1b[31m", "vm\u202eevil", "\udc80",
+                                  "v" * (2 << 20), "a b " * 100_000])
+def test_spec_error_escapes_and_bounds_what_it_echoes(name: str) -> None:
+    error = SpecError(f"lab.vms[0].{name}", f"{name!r} is not a valid name; rename it")
+    message = str(error)
+    assert message.isprintable() and len(message) <= MAX_LINE, message[:100]
+    assert message.startswith("lab.vms[0].") and message == f"{error.path}: {error.message}"
+    message.encode("utf-8")  # printable on a UTF-8 terminal: no lone surrogate left
+
+
+def test_shown_quotes_a_value_briefly() -> None:
+    assert shown("vm1") == "'vm1'"
+    assert shown("x" * 2_000_000) == repr("x" * ECHO) + "... (2000000 characters)"
+    assert shown("a\nb\x1b") == r"'a\nb\x1b'"
+    assert len(shown(list(range(100_000)))) < 3 * ECHO
+    assert shown(1 << 20_000) == "a 20001-bit number"
