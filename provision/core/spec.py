@@ -10,16 +10,17 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import os
 import re
 import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from provision.core.owner import nic_mac, tap_name
-from provision.errors import SpecError
+from provision.core.yamlfile import inventory_parts, load_document
+from provision.errors import SpecError, shown
 
 LAB_NAME = r"^[a-z][a-z0-9-]{0,11}$"
 VM_NAME = r"^[a-z][a-z0-9-]{0,31}$"
@@ -299,48 +300,20 @@ def load_lab(path: str | Path) -> Lab:
 def load_inventory(path: str | Path) -> tuple[Lab, tuple[str, ...]]:
     """The lab of a lab file and the inventory's host names (``all.hosts`` and the hosts of
     every group below ``all.children``)."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise SpecError(str(p), f"cannot read the lab file: {exc.strerror}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(str(p), f"is not valid YAML{where}") from None
-    lab = _dig(doc, ("all", "vars", "lab"))
-    if lab is None:
-        raise SpecError("all.vars.lab", f"{p} has no lab; see inventory/demo.yml for the shape")
-    parsed = parse_lab(lab)
-    hosts = inventory_hosts(doc.get("all") if isinstance(doc, dict) else None)
+    source = os.fspath(path)
+    data, hosts = inventory_parts(load_document(source), source)
+    parsed = parse_lab(data)
     for i, vm in enumerate(parsed.vms):
         if vm.host not in hosts:
             raise SpecError(
                 f"lab.vms[{i}].host",
-                f"{vm.host!r} is not a host of the inventory "
-                f"({', '.join(hosts) or 'it has none'}); add it under all.hosts or fix the name",
+                f"{shown(vm.host)} is not a host of the inventory "
+                f"({_listed(hosts) or 'it has none'}); add it under all.hosts or fix the name",
             )
     return parsed, hosts
 
 
-def inventory_hosts(group: Any) -> tuple[str, ...]:
-    """Host names of an inventory group and of its children, in file order, once each."""
-    names: dict[str, None] = {}
-    if not isinstance(group, dict):
-        return ()
-    hosts, children = group.get("hosts"), group.get("children")
-    if isinstance(hosts, dict):
-        names.update(dict.fromkeys(str(h) for h in hosts))
-    for child in children.values() if isinstance(children, dict) else ():
-        names.update(dict.fromkeys(inventory_hosts(child)))
-    return tuple(names)
-
-
-def _dig(doc: Any, keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        if not isinstance(doc, dict):
-            return None
-        doc = doc.get(key)
-    return doc
+def _listed(names: tuple[str, ...], most: int = 5) -> str:
+    """A few names for a message, and how many more there are."""
+    more = f", ... ({len(names) - most} more)" if len(names) > most else ""
+    return ", ".join(shown(n) for n in names[:most]) + more

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from provision.core.spec import inventory_hosts, load_inventory
+from provision.core.spec import load_inventory
+from provision.core.yamlfile import inventory_hosts
 from provision.engine.lab import lab_spec
 from provision.errors import SpecError
 
