@@ -16,9 +16,20 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from provision.core.owner import nic_mac, tap_name
+from provision.core.spec_errors import PathError as _PathError
+from provision.core.spec_errors import spec_error
 from provision.core.yamlfile import inventory_parts, load_document
 from provision.errors import SpecError, shown
 
@@ -40,22 +51,23 @@ class _Strict(BaseModel):
 class TrunkVlan(_Strict):
     """A VLAN a trunk NIC carries; with ``ip``, the guest gets a VLAN interface with it."""
 
-    vlan: int = Field(ge=1, le=4094)  # one of OVS Port.trunks; the guest's 802.1Q VID
+    vlan: StrictInt = Field(ge=1, le=4094)  # one of OVS Port.trunks; the guest's 802.1Q VID
     ip: ipaddress.IPv4Interface | None = None  # address of the guest's VLAN interface
 
 
 class NicSpec(_Strict):
     """One virtio-net NIC, plugged into an OVS bridge of the lab through a tap."""
 
-    bridge: str  # name of a bridge in lab.bridges
-    vlan: int | None = Field(default=None, ge=1, le=4094)  # OVS Port.tag (access port)
+    bridge: StrictStr  # name of a bridge in lab.bridges
+    vlan: StrictInt | None = Field(default=None, ge=1, le=4094)  # OVS Port.tag (access port)
     # OVS Port.trunks; exclusive with vlan. Plain numbers or {vlan, ip} (a guest VLAN interface)
     trunks: tuple[TrunkVlan, ...] | None = None
-    queues: int | None = Field(default=None, ge=1, le=MAX_QUEUES)  # <driver queues>; default vcpus
+    # <driver queues>; default vcpus
+    queues: StrictInt | None = Field(default=None, ge=1, le=MAX_QUEUES)
     ip: ipaddress.IPv4Interface | None = None  # address configured inside the guest
-    mac: str | None = None  # <mac address>; default derived from lab/vm/nic
-    rx_queue_size: int | None = None  # <driver rx_queue_size>
-    tx_queue_size: int | None = None  # <driver tx_queue_size>
+    mac: StrictStr | None = None  # <mac address>; default derived from lab/vm/nic
+    rx_queue_size: StrictInt | None = None  # <driver rx_queue_size>
+    tx_queue_size: StrictInt | None = None  # <driver tx_queue_size>
 
     @field_validator("trunks", mode="before")
     @classmethod
@@ -126,11 +138,11 @@ class NicSpec(_Strict):
 class VmSpec(_Strict):
     """One guest: a libvirt domain named ``<lab>-<vm>``."""
 
-    name: str = Field(pattern=VM_NAME)  # the domain is named <lab>-<name>
-    vcpus: int = Field(default=1, ge=1, le=255)  # <vcpu>
-    memory_mib: int = Field(default=256, ge=128, le=1048576)  # <memory unit='MiB'>
+    name: StrictStr = Field(pattern=VM_NAME)  # the domain is named <lab>-<name>
+    vcpus: StrictInt = Field(default=1, ge=1, le=255)  # <vcpu>
+    memory_mib: StrictInt = Field(default=256, ge=128, le=1048576)  # <memory unit='MiB'>
     image: Literal["tiny"] = "tiny"  # the embedded default guest
-    host: str = "localhost"  # the inventory host that runs the VM
+    host: StrictStr = "localhost"  # the inventory host that runs the VM
     nics: tuple[NicSpec, ...] = ()
 
     @model_validator(mode="after")
@@ -158,14 +170,14 @@ class BridgeSpec(_Strict):
     """An OVS bridge. If it exists already and the lab did not create it, the lab uses it
     and never deletes it."""
 
-    name: str = Field(pattern=BRIDGE_NAME)  # OVS Bridge.name
+    name: StrictStr = Field(pattern=BRIDGE_NAME)  # OVS Bridge.name
     datapath_type: Literal["auto", "system", "netdev"] = "auto"  # OVS Bridge.datapath_type
 
 
 class Lab(_Strict):
     """A lab: bridges and VMs, every object tagged as owned by ``name``."""
 
-    name: str = Field(pattern=LAB_NAME)  # prefixes every owned object
+    name: StrictStr = Field(pattern=LAB_NAME)  # prefixes every owned object
     backend: Literal["auto", "vhost-net", "userspace"] = "auto"  # virtio backend in the host
     bridges: tuple[BridgeSpec, ...] = Field(min_length=1)
     vms: tuple[VmSpec, ...] = ()
@@ -238,14 +250,6 @@ class SpecDeprecation(UserWarning):
     """A lab file key that still works but has a new name; the CLI prints it as a warning."""
 
 
-class _PathError(ValueError):
-    """A cross-field error that knows its own key path below ``lab``."""
-
-    def __init__(self, path: str, message: str) -> None:
-        self.path = path
-        super().__init__(message)
-
-
 def _unique(section: str, names: list[str], key: str) -> None:
     seen: set[str] = set()
     for i, name in enumerate(names):
@@ -272,23 +276,7 @@ def parse_lab(data: Any, source: str = "lab") -> Lab:
     try:
         return Lab.model_validate(data)
     except ValidationError as exc:
-        raise _spec_error(exc) from None
-
-
-def _spec_error(exc: ValidationError) -> SpecError:
-    err = exc.errors()[0]
-    ctx_error = (err.get("ctx") or {}).get("error")
-    path = "lab" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-    if isinstance(ctx_error, _PathError):
-        return SpecError(f"{path}.{ctx_error.path}", str(ctx_error))
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key; check the spelling against the README's lab file reference"
-    elif err["type"] == "string_pattern_mismatch":
-        msg = f"{err['input']!r} is not a valid name ({err['ctx']['pattern']})"
-    elif err["type"] == "literal_error":
-        msg = f"{err['input']!r} is not allowed; {msg.lower()}"
-    return SpecError(path, msg)
+        raise spec_error(exc) from None
 
 
 def load_lab(path: str | Path) -> Lab:

@@ -144,7 +144,7 @@ def inventory_parts(doc: Any, source: str) -> tuple[Any, tuple[str, ...]]:
     if doc is None:
         raise SpecError(source, f"is empty; a lab file is an Ansible inventory: {shape}")
     if not isinstance(doc, dict):
-        raise SpecError(source, f"holds {_kind(doc)}; a lab file is a mapping: {shape}")
+        raise SpecError(source, f"holds {yaml_value(doc)}; a lab file is a mapping: {shape}")
     group = doc.get("all")
     hosts = inventory_hosts(group)  # also checks the shape of every group and its vars
     labvars = (group or {}).get("vars") or {}
@@ -180,7 +180,7 @@ def _mapping(value: Any, where: str, what: str) -> dict[Any, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise SpecError(where, f"is {_kind(value)}; it must be {what}")
+        raise SpecError(where, f"is {yaml_value(value)}; it must be {what}")
     return value
 
 
@@ -188,16 +188,21 @@ def _name(name: Any, where: str, what: str) -> None:
     if name is None:
         raise SpecError(where, f"a {what} name is empty; write the name")
     if not isinstance(name, str):
-        raise SpecError(where, f"the {what} name {shown(name)} is {_kind(name)} to YAML; "
-                        "write it in quotes")
+        raise SpecError(where, f"the {what} name {shown(name)} is not text but "
+                        f"{yaml_value(name)}; write it in quotes")
 
 
-def _kind(value: Any) -> str:
-    """What YAML made of a value, as a message says it."""
-    kinds = [(bool, "a boolean (YAML reads yes/no/on/off/true/false so)"),
-             (int, "a number"), (float, "a number"), (str, "text"), (list, "a list"),
-             (dict, "a mapping"), (type(None), "empty")]
-    return next((k for t, k in kinds if isinstance(value, t)), f"a {type(value).__name__}")
+def yaml_value(value: Any) -> str:
+    """What YAML made of a value, as messages say it: "the number 5", "a list", "empty"."""
+    if isinstance(value, bool):
+        return (f"the boolean {str(value).lower()} (YAML reads an unquoted yes, no, on, off, "
+                "true or false so)")
+    if isinstance(value, int | float):
+        return f"the number {shown(value)}"
+    if isinstance(value, str):
+        return f"the text {shown(value)}"
+    kinds = {list: "a list", dict: "a mapping", bytes: "binary data", type(None): "empty"}
+    return kinds.get(type(value), f"a {type(value).__name__}")  # a date, a datetime, a set
 
 
 def parse_text(text: str, source: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from provision.core.owner import nic_mac, tap_name
 from provision.core.spec import load_lab, parse_lab
@@ -168,3 +169,64 @@ def test_shown_quotes_a_value_briefly() -> None:
     assert shown("a\nb\x1b") == r"'a\nb\x1b'"
     assert len(shown(list(range(100_000)))) < 3 * ECHO
     assert shown(1 << 20_000) == "a 20001-bit number"
+
+
+# -- types: what YAML made of a value is not silently coerced, and the message says what to write
+
+BOOLEAN = "is the boolean true (YAML reads an unquoted yes, no, on, off, true or false so)"
+MAC_AS_INT = yaml.safe_load("mac: 52:54:00:12:34:56")["mac"]  # YAML 1.1: base 60
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key_path", "words"),
+    [
+        (["vms", 0, "vcpus"], True, "lab.vms[0].vcpus",
+         f"{BOOLEAN}; write a whole number such as 2"),
+        (["vms", 0, "nics", 0, "vlan"], True, "lab.vms[0].nics[0].vlan", BOOLEAN),
+        (["vms", 0, "nics", 0, "queues"], False, "lab.vms[0].nics[0].queues",
+         "is the boolean false"),
+        (["vms", 0, "vcpus"], 2.0, "lab.vms[0].vcpus",
+         "is the number 2.0; write a whole number such as 2"),
+        (["vms", 0, "memory_mib"], "256", "lab.vms[0].memory_mib",
+         "is the text '256'; write a whole number such as 256"),
+        (["vms", 1, "nics", 0, "trunks", 0], True, "lab.vms[1].nics[0].trunks[0]",
+         "write a VLAN number such as 30, or a mapping such as {vlan: 30"),
+        (["vms", 0, "name"], 123, "lab.vms[0].name",
+         'is the number 123; write it in quotes: name: "123"'),
+        (["bridges", 0, "name"], True, "lab.bridges[0].name",
+         f'{BOOLEAN}; write text, in quotes if YAML would read it otherwise: name: "br0"'),
+        (["vms", 0, "nics", 0, "bridge"], b"br-ut", "lab.vms[0].nics[0].bridge",
+         "is binary data; write text such as br0"),
+        (["vms", 0, "host"], 7, "lab.vms[0].host", 'write it in quotes: host: "7"'),
+        (["vms", 0, "nics", 0, "mac"], MAC_AS_INT, "lab.vms[0].nics[0].mac",
+         f'is the number {MAC_AS_INT} (YAML 1.1 reads base 60); write it in quotes: '
+         'mac: "52:54:00:12:34:56"'),
+        (["vms", 1, "nics", 0, "trunks"], "30,31", "lab.vms[1].nics[0].trunks",
+         "is the text '30,31'; write a list, one `- item` per line or [30, 31]"),
+        (["vms", 0, "nics"], {"bridge": "br-ut"}, "lab.vms[0].nics",
+         "is a mapping; write a list, one `- item` per line or [{bridge: br0}]"),
+        (["vms", 0, "nics", 0], "br-ut", "lab.vms[0].nics[0]",
+         "is the text 'br-ut'; write a mapping such as {bridge: br0, vlan: 100}"),
+        (["vms", 0], "vm1", "lab.vms[0]", "write a mapping such as {name: vm1, vcpus: 2"),
+        (["bridges"], [], "lab.bridges",
+         "is empty; list at least one, e.g. bridges: [{name: br0}]"),
+        (["vms", 0, "nics", 0, 1], "x", "lab.vms[0].nics[0]",
+         "the key 1 is not text but the number 1; keys are names"),
+        (["vms", 0, "nics", 0, "queues"], 0, "lab.vms[0].nics[0].queues",
+         "is 0; input should be greater than or equal to 1"),
+    ],
+)
+def test_wrong_types_say_what_to_write(path: list, value: object, key_path: str,
+                                       words: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_lab(_mutated(path, value))
+    message = str(info.value)
+    assert message.startswith(f"{key_path}: ") and words in message, message
+
+
+def test_a_missing_key_says_what_to_add() -> None:
+    data = lab_data()
+    del data["vms"][0]["name"]
+    with pytest.raises(SpecError) as info:
+        parse_lab(data)
+    assert str(info.value) == "lab.vms[0].name: is missing; add it, e.g. name: vm1"

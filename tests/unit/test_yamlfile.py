@@ -232,22 +232,25 @@ def test_values_pyyaml_cannot_convert_are_spec_errors(tmp_path: Path, text: str,
         ("", "lab.yml: is empty; a lab file is an Ansible inventory: all: {hosts:"),
         ("# only a comment\n", "lab.yml: is empty"),
         ("- all\n", "lab.yml: holds a list; a lab file is a mapping: all:"),
-        ("just text\n", "lab.yml: holds text; a lab file is a mapping"),
-        ("all: 5\n", "all: is a number; it must be a mapping with hosts, vars or children"),
+        ("just text\n", "lab.yml: holds the text 'just text'; a lab file is a mapping"),
+        ("all: 5\n", "all: is the number 5; it must be a mapping with hosts, vars or children"),
         ("all: {vars: []}\n", "all.vars: is a list; it must be a mapping of variables"),
         ("all: {vars: {lab: null}}\n", "all.vars.lab: is empty; write the lab there"),
         ("all: {vars: {}}\n", "all.vars.lab: is missing from"),
         ("other: {}\n", "all.vars.lab: is missing from"),
         ("all: {vars: {lab: [1]}}\n", "lab: must be a mapping with name, bridges and vms"),
-        ("all: {hosts: {1: null}}\n", "all.hosts: the host name 1 is a number to YAML; "
-                                      "write it in quotes"),
-        ("all: {hosts: {yes: null}}\n", "all.hosts: the host name True is a boolean"),
+        ("all: {hosts: {1: null}}\n", "all.hosts: the host name 1 is not text but the "
+                                      "number 1; write it in quotes"),
+        ("all: {hosts: {yes: null}}\n", "all.hosts: the host name True is not text but the "
+                                        "boolean true (YAML reads"),
         ("all: {hosts: {~: null}}\n", "all.hosts: a host name is empty"),
         ("all: {hosts: [hv1, hv2]}\n", "all.hosts: is a list; it must be a mapping of host names"),
-        ("all: {hosts: {hv1: 5}}\n", "all.hosts.hv1: is a number; it must be empty or a mapping"),
+        ("all: {hosts: {hv1: 5}}\n", "all.hosts.hv1: is the number 5; it must be empty or a "
+                                     "mapping"),
         ("all: {children: [a]}\n", "all.children: is a list; it must be a mapping of groups"),
         ("all: {children: {g: {hosts: {2: x}}}}\n", "all.children.g.hosts: the host name 2"),
-        ("all: {children: {3: {}}}\n", "all.children: the group name 3 is a number"),
+        ("all: {children: {3: {}}}\n", "all.children: the group name 3 is not text but the "
+                                       "number 3"),
     ],
 )
 def test_the_inventory_shape_is_checked(tmp_path: Path, text: str, words: str) -> None:
