@@ -14,10 +14,11 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -30,7 +31,7 @@ from pydantic import (
 from provision.core.owner import nic_mac, tap_name
 from provision.core.spec_errors import PathError as _PathError
 from provision.core.spec_errors import spec_error
-from provision.core.yamlfile import inventory_parts, load_document
+from provision.core.yamlfile import inventory_parts, load_document, yaml_value
 from provision.errors import SpecError, shown
 
 LAB_NAME = r"^[a-z][a-z0-9-]{0,11}$"
@@ -44,6 +45,62 @@ MAX_QUEUES = 256  # a Linux tap has at most 256 queues
 VECTORS_PER_VCPU = 200
 
 
+# A guest NIC's prefix: /31 is a point-to-point pair (RFC 3021); /32 leaves no peer on the
+# link; shorter than /8 (the widest private block) would put public address space on it.
+GUEST_PREFIXES = range(8, 32)
+_NOT_A_HOST = (  # (network, why) of the addresses a guest NIC cannot use to reach its peers
+    (ipaddress.IPv4Network("0.0.0.0/8"), "in 0.0.0.0/8 (\"this network\"), which no host may use"),
+    (ipaddress.IPv4Network("127.0.0.0/8"), "a loopback address, which never leaves a host"),
+    (ipaddress.IPv4Network("169.254.0.0/16"), "link-local (169.254.0.0/16), for self-assigned "
+     "addresses"),
+    (ipaddress.IPv4Network("224.0.0.0/4"), "a multicast address (224.0.0.0/4)"),
+    (ipaddress.IPv4Network("240.0.0.0/4"),
+     "reserved (240.0.0.0/4, and 255.255.255.255 broadcasts)"),
+)
+
+
+def _guest_address(value: Any) -> ipaddress.IPv4Interface:
+    """A guest NIC's address: written as text with a prefix length, usable to reach peers."""
+    example = "such as 10.9.0.5/24"
+    if not isinstance(value, str):
+        raise ValueError(f"is {yaml_value(value)}; write an address with its prefix length, "
+                         f"{example}")
+    text = value.strip()
+    try:
+        if "/" not in text:
+            address = ipaddress.IPv4Address(text)
+            raise ValueError(f"{address} has no prefix length; add one, e.g. {address}/24")
+        iface = ipaddress.IPv4Interface(text)
+    except ipaddress.AddressValueError:
+        raise ValueError(f"{shown(text)} is not an IPv4 address with a prefix length, "
+                         f"{example}") from None
+    except ipaddress.NetmaskValueError:
+        raise ValueError(f"{shown(text)} has an invalid prefix length; write one from "
+                         f"{GUEST_PREFIXES[0]} to {GUEST_PREFIXES[-1]}, {example}") from None
+    for network, why in _NOT_A_HOST:
+        if iface.ip in network:
+            raise ValueError(f"{iface.ip} is {why}; use a private address {example}")
+    return _host_of_prefix(iface)
+
+
+def _host_of_prefix(iface: ipaddress.IPv4Interface) -> ipaddress.IPv4Interface:
+    net, plen = iface.network, iface.network.prefixlen
+    if plen not in GUEST_PREFIXES:
+        why = ("leaves no peer on the guest's link" if plen == 32 else
+               "would put public address space on the guest's link")
+        raise ValueError(f"/{plen} {why}; use /{GUEST_PREFIXES[0]} to /{GUEST_PREFIXES[-1]}, "
+                         f"e.g. {iface.ip}/24")
+    if plen <= 30 and iface.ip in (net.network_address, net.broadcast_address):
+        which = "network" if iface.ip == net.network_address else "broadcast"
+        raise ValueError(f"{iface.ip} is the {which} address of {net}; use a host address "
+                         f"such as {net.network_address + 1}/{plen}")
+    return iface
+
+
+# An address configured inside the guest (nics[].ip, trunks[].ip)
+GuestAddress = Annotated[ipaddress.IPv4Interface, BeforeValidator(_guest_address)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -52,7 +109,7 @@ class TrunkVlan(_Strict):
     """A VLAN a trunk NIC carries; with ``ip``, the guest gets a VLAN interface with it."""
 
     vlan: StrictInt = Field(ge=1, le=4094)  # one of OVS Port.trunks; the guest's 802.1Q VID
-    ip: ipaddress.IPv4Interface | None = None  # address of the guest's VLAN interface
+    ip: GuestAddress | None = None  # address of the guest's VLAN interface
 
 
 class NicSpec(_Strict):
@@ -64,7 +121,7 @@ class NicSpec(_Strict):
     trunks: tuple[TrunkVlan, ...] | None = None
     # <driver queues>; default vcpus
     queues: StrictInt | None = Field(default=None, ge=1, le=MAX_QUEUES)
-    ip: ipaddress.IPv4Interface | None = None  # address configured inside the guest
+    ip: GuestAddress | None = None  # address configured inside the guest
     mac: StrictStr | None = None  # <mac address>; default derived from lab/vm/nic
     rx_queue_size: StrictInt | None = None  # <driver rx_queue_size>
     tx_queue_size: StrictInt | None = None  # <driver tx_queue_size>

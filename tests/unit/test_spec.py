@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,48 @@ def test_a_missing_key_says_what_to_add() -> None:
     with pytest.raises(SpecError) as info:
         parse_lab(data)
     assert str(info.value) == "lab.vms[0].name: is missing; add it, e.g. name: vm1"
+
+
+# -- guest addresses -----------------------------------------------------------------------
+
+PRIVATE = "use a private address such as 10.9.0.5/24"
+
+
+@pytest.mark.parametrize(
+    ("ip", "words"),
+    [
+        ("10.9.0.5", "10.9.0.5 has no prefix length; add one, e.g. 10.9.0.5/24"),
+        (167772161, "is the number 167772161; write an address with its prefix length, such as"),
+        ("10.9.0.0/24", "10.9.0.0 is the network address of 10.9.0.0/24; use a host address "
+                        "such as 10.9.0.1/24"),
+        ("10.9.0.255/24", "10.9.0.255 is the broadcast address of 10.9.0.0/24"),
+        ("10.9.0.3/30", "10.9.0.3 is the broadcast address of 10.9.0.0/30"),
+        ("127.0.0.1/8", f"127.0.0.1 is a loopback address, which never leaves a host; {PRIVATE}"),
+        ("224.0.0.5/24", "224.0.0.5 is a multicast address (224.0.0.0/4)"),
+        ("0.0.0.0/0", '0.0.0.0 is in 0.0.0.0/8 ("this network"), which no host may use'),
+        ("0.0.0.7/24", "0.0.0.7 is in 0.0.0.0/8"),
+        ("169.254.1.1/16", "169.254.1.1 is link-local (169.254.0.0/16)"),
+        ("255.255.255.255/24", "is reserved (240.0.0.0/4, and 255.255.255.255 broadcasts)"),
+        ("10.9.0.5/32", "/32 leaves no peer on the guest's link; use /8 to /31, e.g. 10.9.0.5/24"),
+        ("10.9.0.5/0", "/0 would put public address space on the guest's link; use /8 to /31"),
+        ("10.9.0.5/7", "/7 would put public address space"),
+        ("10.9.0.5/33", "'10.9.0.5/33' has an invalid prefix length; write one from 8 to 31"),
+        ("10.9.0.300/24", "'10.9.0.300/24' is not an IPv4 address with a prefix length"),
+        ("10.9.0.5/24\n- x", "'10.9.0.5/24\\n- x' has an invalid prefix length"),
+    ],
+)
+def test_guest_addresses_must_reach_peers(ip: object, words: str) -> None:
+    for path, key_path in [(["vms", 0, "nics", 0, "ip"], "lab.vms[0].nics[0].ip"),
+                           (["vms", 1, "nics", 0, "trunks", 1, "ip"],
+                            "lab.vms[1].nics[0].trunks[1].ip")]:
+        with pytest.raises(SpecError) as info:
+            parse_lab(_mutated(path, ip))
+        message = str(info.value)
+        assert message.startswith(f"{key_path}: ") and words in message, message
+
+
+@pytest.mark.parametrize("ip", ["10.9.0.4/31", "10.9.0.5/31", "10.9.0.1/30", "10.0.0.1/8",
+                                "192.0.2.1/24", " 10.9.0.7/24 ", "10.9.0.7/255.255.255.0"])
+def test_usable_guest_addresses(ip: str) -> None:
+    parsed = parse_lab(_mutated(["vms", 0, "nics", 0, "ip"], ip))
+    assert parsed.vms[0].nics[0].ip == ipaddress.IPv4Interface(ip.strip())
