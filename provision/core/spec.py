@@ -158,10 +158,14 @@ class NicSpec(_Strict):
         if v is None:
             return v
         v = v.lower()
-        if not MAC_RE.match(v):
-            raise ValueError("must look like 52:54:00:12:34:56")
+        if not MAC_RE.fullmatch(v):
+            raise ValueError(f"{shown(v)} is not a MAC address; write one such as "
+                             '"52:54:00:12:34:56" (in quotes)')
         if int(v[:2], 16) & 1:
             raise ValueError("is a multicast address; use a unicast MAC such as 52:54:00:...")
+        if v == "00:00:00:00:00:00":
+            raise ValueError("is the all-zero address, which no NIC may use; use one such as "
+                             "52:54:00:12:34:56, or drop mac for a derived one")
         return v
 
     @field_validator("rx_queue_size")

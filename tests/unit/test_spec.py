@@ -276,3 +276,33 @@ def test_guest_addresses_must_reach_peers(ip: object, words: str) -> None:
 def test_usable_guest_addresses(ip: str) -> None:
     parsed = parse_lab(_mutated(["vms", 0, "nics", 0, "ip"], ip))
     assert parsed.vms[0].nics[0].ip == ipaddress.IPv4Interface(ip.strip())
+
+
+# -- MACs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mac", "words"),
+    [
+        ("00:00:00:00:00:00", "is the all-zero address, which no NIC may use"),
+        ("ff:ff:ff:ff:ff:ff", "is a multicast address"),
+        ("52:54:00:12:34", "'52:54:00:12:34' is not a MAC address; write one such as "
+                           '"52:54:00:12:34:56" (in quotes)'),
+        ("52-54-00-12-34-56", "is not a MAC address"),
+    ],
+)
+def test_bad_macs(mac: str, words: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_lab(_mutated(["vms", 0, "nics", 0, "mac"], mac))
+    message = str(info.value)
+    assert message.startswith("lab.vms[0].nics[0].mac: ") and words in message, message
+
+
+def test_an_unquoted_mac_in_a_file_says_to_quote_it(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yml"
+    path.write_text("all:\n  hosts: {localhost: }\n  vars:\n    lab:\n      name: ut\n"
+                    "      bridges: [{name: br-ut}]\n"
+                    "      vms: [{name: vm1, nics: [{bridge: br-ut, mac: 52:54:00:12:34:56}]}]\n")
+    with pytest.raises(SpecError) as info:
+        load_lab(path)
+    assert str(info.value).endswith('write it in quotes: mac: "52:54:00:12:34:56"'), info.value
