@@ -34,7 +34,10 @@ from provision.core.spec_errors import spec_error
 from provision.core.yamlfile import inventory_parts, load_document, yaml_value
 from provision.errors import SpecError, shown
 
-LAB_NAME = r"^[a-z][a-z0-9-]{0,11}$"
+# No '-' in a lab name: owned objects are named <lab>-<vm>(-<nic>), and only then does each
+# such name belong to one VM of one lab (lab fz-a's VM b and lab fz's VM a-b would both be
+# fz-a-b).
+LAB_NAME = r"^[a-z][a-z0-9]{0,11}$"
 VM_NAME = r"^[a-z][a-z0-9-]{0,31}$"
 # OVS bridges are also Linux interfaces (IFNAMSIZ 16, so 15 characters).
 BRIDGE_NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$"
@@ -242,6 +245,16 @@ class Lab(_Strict):
     backend: Literal["auto", "vhost-net", "userspace"] = "auto"  # virtio backend in the host
     bridges: tuple[BridgeSpec, ...] = Field(min_length=1)
     vms: tuple[VmSpec, ...] = ()
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _no_hyphen(cls, v: Any) -> Any:
+        if isinstance(v, str) and "-" in v:
+            fixed = v.strip().replace("-", "")
+            fix = f"; write {shown(fixed)}" if re.fullmatch(LAB_NAME, fixed) else ""
+            raise ValueError(f"{shown(v)} has a '-': owned objects are named <lab>-<vm>, which "
+                             f"must name one VM of one lab, so lab names have none{fix}")
+        return v
 
     @model_validator(mode="before")
     @classmethod

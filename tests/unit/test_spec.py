@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from provision.core.owner import nic_mac, tap_name
-from provision.core.spec import load_lab, parse_lab
+from provision.core.owner import domain_name, nic_mac, tap_name
+from provision.core.spec import LAB_NAME, VM_NAME, load_lab, parse_lab
 from provision.errors import ECHO, MAX_LINE, SpecError, shown
 
 from .helpers import lab, lab_data
@@ -306,3 +309,65 @@ def test_an_unquoted_mac_in_a_file_says_to_quote_it(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:
         load_lab(path)
     assert str(info.value).endswith('write it in quotes: mac: "52:54:00:12:34:56"'), info.value
+
+
+# -- names of owned objects are injective across labs -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("fz-a", "'fz-a' has a '-': owned objects are named <lab>-<vm>, which must name one VM "
+                 "of one lab, so lab names have none; write 'fza'"),
+        ("a-very-long-name", "has a '-'"),
+        ("-", "has a '-'"),
+    ],
+)
+def test_a_lab_name_has_no_hyphen(name: str, words: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_lab(lab_data(name=name))
+    assert str(info.value).startswith("lab.name: ") and words in str(info.value), info.value
+    assert "write" not in str(info.value) or name == "fz-a"
+
+
+LAB_NAMES = st.from_regex(LAB_NAME, fullmatch=True)
+VM_NAMES = st.from_regex(VM_NAME, fullmatch=True)
+NICS = st.integers(min_value=0, max_value=300)
+
+
+def _readings(name: str, parts: int) -> set[tuple[str, ...]]:
+    """Every way to cut ``name`` at '-' into a valid lab, a VM and (parts=3) a NIC index."""
+    cuts = [i for i, c in enumerate(name) if c == "-"]
+    found = set()
+    for i in cuts:
+        lab, rest = name[:i], name[i + 1:]
+        if parts == 3:
+            vm, _, nic = rest.rpartition("-")
+            reading: tuple[str, ...] = (lab, vm, nic)
+            ok = nic == str(int(nic)) if nic.isdigit() else False
+        else:
+            vm, reading, ok = rest, (lab, rest), True
+        if ok and re.fullmatch(LAB_NAME, lab) and re.fullmatch(VM_NAME, vm):
+            found.add(reading)
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(LAB_NAMES, VM_NAMES, NICS)
+def test_owned_names_have_one_reading(lab: str, vm: str, nic: int) -> None:
+    """Distinct (lab, vm, nic) give distinct domains and taps, so no lab can name (and then
+    change or delete) another lab's objects: each name reads back one way only. A tap that
+    does not fit IFNAMSIZ is ``vl<hash>-<nic>``, with one '-' where readable taps have two,
+    so the two kinds never meet; hashed taps are distinct up to a hash collision."""
+    assert _readings(domain_name(lab, vm), 2) == {(lab, vm)}
+    tap = tap_name(lab, vm, nic)
+    if tap.count("-") == 1:
+        assert tap.startswith("vl") and tap.endswith(f"-{nic}") and len(tap) == 15
+    else:
+        assert _readings(tap, 3) == {(lab, vm, str(nic))}
+
+
+def test_the_old_collision_is_refused() -> None:
+    assert domain_name("fz-a", "b") == domain_name("fz", "a-b")  # why hyphens had to go
+    with pytest.raises(SpecError, match=r"^lab\.name: 'fz-a' has a '-'"):
+        parse_lab(lab_data(name="fz-a", vms=[{"name": "b"}]))
