@@ -41,6 +41,14 @@ LAB_NAME = r"^[a-z][a-z0-9]{0,11}$"
 VM_NAME = r"^[a-z][a-z0-9-]{0,31}$"
 # OVS bridges are also Linux interfaces (IFNAMSIZ 16, so 15 characters).
 BRIDGE_NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$"
+RESERVED_IFNAMES = {
+    "lo": "the loopback interface",
+    "all": "reserved: /proc/sys/net/ipv4/conf/all holds every interface's settings",
+    "default": "reserved: /proc/sys/net/ipv4/conf/default holds new interfaces' settings",
+    "ovs-system": "Open vSwitch's kernel datapath device",
+    "ovs-netdev": "Open vSwitch's userspace datapath device",
+    "bonding_masters": "reserved: /sys/class/net/bonding_masters is the bonding driver's",
+}
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 RING_SIZES = (256, 512, 1024)
 MAX_QUEUES = 256  # a Linux tap has at most 256 queues
@@ -237,6 +245,15 @@ class BridgeSpec(_Strict):
     name: StrictStr = Field(pattern=BRIDGE_NAME)  # OVS Bridge.name
     datapath_type: Literal["auto", "system", "netdev"] = "auto"  # OVS Bridge.datapath_type
 
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        # BRIDGE_NAME already keeps out what the kernel refuses: "", ".", "..", '/', ':',
+        # whitespace, and '%' (a name template); these are taken on every host.
+        if v in RESERVED_IFNAMES:
+            raise ValueError(f"{shown(v)} is {RESERVED_IFNAMES[v]}; choose another name")
+        return v
+
 
 class Lab(_Strict):
     """A lab: bridges and VMs, every object tagged as owned by ``name``."""
@@ -282,12 +299,18 @@ class Lab(_Strict):
                 if nic.bridge not in bridges:
                     raise _PathError(
                         f"vms[{vi}].nics[{ni}].bridge",
-                        f"'{nic.bridge}' is not in lab.bridges; add it there or fix the name",
+                        f"{shown(nic.bridge)} is not in lab.bridges; add it there or fix the name",
                     )
-        self._check_addresses()
+        taps = self._check_addresses()
+        for bi, bridge in enumerate(self.bridges):
+            if bridge.name in taps:  # OVS would find the tap's port where the bridge's should be
+                raise _PathError(f"bridges[{bi}].name", f"{shown(bridge.name)} is also the tap of "
+                                 f"{taps[bridge.name]} (taps are <lab>-<vm>-<nic>); rename the "
+                                 "bridge")
         return self
 
-    def _check_addresses(self) -> None:
+    def _check_addresses(self) -> dict[str, str]:
+        """Refuse a MAC, IP or tap name used twice; the taps, each with its NIC's key path."""
         macs: dict[str, str] = {}
         ips: dict[str, str] = {}
         taps: dict[str, str] = {}
@@ -312,6 +335,7 @@ class Lab(_Strict):
                 if tap in taps:
                     raise _PathError(where, f"tap name {tap} collides with {taps[tap]}; rename")
                 taps[tap] = where
+        return taps
 
     def vm(self, name: str) -> VmSpec:
         for vm in self.vms:
@@ -328,7 +352,8 @@ def _unique(section: str, names: list[str], key: str) -> None:
     seen: set[str] = set()
     for i, name in enumerate(names):
         if name in seen:
-            raise _PathError(f"{section}[{i}].{key}", f"'{name}' is used twice; names are unique")
+            raise _PathError(f"{section}[{i}].{key}",
+                             f"{shown(name)} is used twice; names are unique")
         seen.add(name)
 
 

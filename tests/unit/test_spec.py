@@ -371,3 +371,33 @@ def test_the_old_collision_is_refused() -> None:
     assert domain_name("fz-a", "b") == domain_name("fz", "a-b")  # why hyphens had to go
     with pytest.raises(SpecError, match=r"^lab\.name: 'fz-a' has a '-'"):
         parse_lab(lab_data(name="fz-a", vms=[{"name": "b"}]))
+
+
+# -- bridge names --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("lo", "'lo' is the loopback interface; choose another name"),
+        ("all", "/proc/sys/net/ipv4/conf/all"),
+        ("default", "/proc/sys/net/ipv4/conf/default"),
+        ("ovs-system", "Open vSwitch's kernel datapath device"),
+        ("bonding_masters", "bonding driver"),
+        (".", "not a valid name"), ("..", "not a valid name"), ("br/0", "not a valid name"),
+        ("br:0", "not a valid name"), ("br 0", "not a valid name"), ("br%d", "not a valid name"),
+    ],
+)
+def test_reserved_bridge_names(name: str, words: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_lab(lab_data(bridges=[{"name": name}], vms=[]))
+    message = str(info.value)
+    assert message.startswith("lab.bridges[0].name: ") and words in message, message
+
+
+def test_a_bridge_named_like_one_of_the_labs_taps() -> None:
+    data = lab_data(bridges=[{"name": "br-ut"}, {"name": "ut-vm2-0"}])
+    with pytest.raises(SpecError) as info:
+        parse_lab(data)
+    assert str(info.value) == ("lab.bridges[1].name: 'ut-vm2-0' is also the tap of "
+                               "vms[1].nics[0] (taps are <lab>-<vm>-<nic>); rename the bridge")
