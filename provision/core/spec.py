@@ -371,7 +371,8 @@ def spec_hash(model: BaseModel) -> str:
 def parse_lab(data: Any, source: str = "lab") -> Lab:
     """Validate the ``lab`` mapping; raise SpecError naming the first bad key path."""
     if not isinstance(data, dict):
-        raise SpecError("lab", "must be a mapping with name, bridges and vms")
+        raise SpecError("lab", f"is {yaml_value(data)}; it must be a mapping with name, "
+                        "bridges and vms")
     try:
         return Lab.model_validate(data)
     except ValidationError as exc:

@@ -77,6 +77,8 @@ def _message(err: Any) -> str:
     if kind in ("model_type", "dict_type", "model_attributes_type"):
         what = MODELS.get((err.get("ctx") or {}).get("class_name"), "a mapping of keys")
         return f"is {yaml_value(value)}; write {what}"
+    if kind == "string_unicode":
+        return "has text that is not valid Unicode (a lone surrogate); write it as UTF-8 text"
     if kind == "string_pattern_mismatch":
         return f"{shown(value)} is not a valid name ({err['ctx']['pattern']})"
     msg = err["msg"].removeprefix("Value error, ")

@@ -401,3 +401,44 @@ def test_a_bridge_named_like_one_of_the_labs_taps() -> None:
         parse_lab(data)
     assert str(info.value) == ("lab.bridges[1].name: 'ut-vm2-0' is also the tap of "
                                "vms[1].nics[0] (taps are <lab>-<vm>-<nic>); rename the bridge")
+
+
+# -- what a message echoes is escaped and short ---------------------------------------------
+
+HOSTILE = ["vm1\n\x1b[2Jlab.vms[0]: fine", "v" * (2 << 20), "\u202evm1", "x\udc80"]
+
+
+@pytest.mark.parametrize("value", HOSTILE, ids=["newline-escape", "2MiB", "bidi", "surrogate"])
+@pytest.mark.parametrize("path", [["name"], ["vms", 0, "name"], ["bridges", 0, "name"],
+                                  ["vms", 0, "nics", 0, "bridge"],
+                                  ["vms", 0, "nics", 0, "mac"], ["vms", 0, "nics", 0, "ip"],
+                                  ["backend"]])
+def test_echoed_values_are_one_bounded_line(path: list, value: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_lab(_mutated(path, value))
+    message = str(info.value)
+    assert message.isprintable() and len(message) <= MAX_LINE, message[:200]
+    assert "\\x1b" in message or "\x1b" not in value
+
+
+@pytest.mark.parametrize("key", HOSTILE, ids=["newline-escape", "2MiB", "bidi", "surrogate"])
+def test_an_unknown_key_is_one_bounded_line(key: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_lab(_mutated(["vms", 0, key], 1))
+    message = str(info.value)
+    assert message.startswith("lab.vms[0]")
+    assert "unknown key" in message or "not valid Unicode (a lone surrogate)" in message
+    assert message.isprintable() and len(message) <= MAX_LINE, message[:200]
+
+
+def test_an_echoed_host_is_one_bounded_line(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yml"
+    host = '"hv\\e[2J\\n' + "h" * 5000 + '"'
+    path.write_text("all:\n  hosts: {localhost: }\n  vars:\n    lab:\n      name: ut\n"
+                    "      bridges: [{name: br-ut}]\n"
+                    f"      vms: [{{name: vm1, host: {host}}}]\n")
+    with pytest.raises(SpecError) as info:
+        load_lab(path)
+    message = str(info.value)
+    assert message.startswith("lab.vms[0].host: 'hv\\x1b[2J\\nhhh")
+    assert "... (5007 characters) is not a host of the inventory ('localhost')" in message

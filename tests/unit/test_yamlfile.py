@@ -238,7 +238,7 @@ def test_values_pyyaml_cannot_convert_are_spec_errors(tmp_path: Path, text: str,
         ("all: {vars: {lab: null}}\n", "all.vars.lab: is empty; write the lab there"),
         ("all: {vars: {}}\n", "all.vars.lab: is missing from"),
         ("other: {}\n", "all.vars.lab: is missing from"),
-        ("all: {vars: {lab: [1]}}\n", "lab: must be a mapping with name, bridges and vms"),
+        ("all: {vars: {lab: [1]}}\n", "lab: is a list; it must be a mapping with name, bridges"),
         ("all: {hosts: {1: null}}\n", "all.hosts: the host name 1 is not text but the "
                                       "number 1; write it in quotes"),
         ("all: {hosts: {yes: null}}\n", "all.hosts: the host name True is not text but the "
