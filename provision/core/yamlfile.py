@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 
 MAX_BYTES = 1 << 20  # a lab file is a few kilobytes
 MAX_DEPTH = 64  # an inventory with a lab nests about ten levels
-MAX_NODES = 100_000  # keys and values, aliases expanded; a large lab has a few thousand
+MAX_NODES = 50_000  # keys and values, aliases expanded: a 1000-VM lab has 15000
 MAX_NUMBER = 64  # characters of a number: PyYAML converts 1:2:3:... in quadratic time
 
 _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)",
