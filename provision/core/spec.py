@@ -1,8 +1,10 @@
-"""The lab spec: load a lab file, validate it, and derive the stable names of owned objects.
+"""The lab spec: validate a lab, and derive the stable names of owned objects.
 
-A lab file is an Ansible inventory whose ``all.vars.lab`` holds the lab. Everything the
-rest of virtio-lab does starts from the ``Lab`` returned by ``load_lab()``; anything wrong
-in the file is a ``SpecError`` naming the key path, raised before the host is touched.
+A lab file is an Ansible inventory whose ``all.vars.lab`` holds the lab; ``yamlfile`` reads
+it, this module validates the lab and checks each VM's host against the inventory.
+Everything the rest of virtio-lab does starts from the ``Lab`` returned by ``load_lab()``;
+anything wrong in the file is a ``SpecError`` naming the key path (``spec_errors`` words
+it), raised before the host is touched.
 """
 
 from __future__ import annotations

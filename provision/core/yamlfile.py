@@ -8,8 +8,9 @@ A lab file may be careless or hostile, so every step is bounded and every failur
   socket is refused before it is opened (and it is opened non-blocking, so a FIFO swapped in
   meanwhile cannot block);
 - the text must be UTF-8 (a UTF-8 byte order mark is dropped), without control characters;
-- the YAML is parsed by libyaml (PyYAML's pure-Python scanner is ~10x slower) and composed
-  here, under bounds on nesting depth and on nodes, aliases expanded: each alias counts the
+- the YAML is parsed by libyaml (with PyYAML's pure-Python scanner and parser, loading takes
+  four times as long) and composed here, not by libyaml's composer, which has no
+  bounds: the depth is bounded, and so are the nodes, aliases expanded: each alias counts the
   whole value it stands for, so an alias bomb stops at ``MAX_NODES`` long before its
   billions, while an anchored vars mapping shared by a few hosts costs what it would cost
   written out. An alias inside its own anchor (a cycle) is refused;
