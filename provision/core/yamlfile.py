@@ -106,26 +106,28 @@ def _too_big(source: str, size: int, more: str = "") -> SpecError:
 
 
 def decode_text(data: bytes, source: str) -> str:
-    """The text of a lab file: strict UTF-8, without the characters YAML refuses."""
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
+    """The text of a lab file: strict UTF-8, without the characters YAML refuses. Positions
+    in messages count the file's bytes, a UTF-8 byte order mark (which is dropped) included."""
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise SpecError(source, "is UTF-16 (it starts with a UTF-16 byte order mark); "
+        raise SpecError(source, "is UTF-16 or UTF-32 (it starts with a byte order mark); "
                         "save it as UTF-8")
-    nul = data.find(b"\0")
+    nul = data.find(b"\0", start)
     if nul >= 0:
         raise SpecError(source, f"has a NUL byte at {_where(data, nul)}: it looks like UTF-16 "
                         "or a binary file; save it as UTF-8 text")
     try:
-        text = data.decode("utf-8")
+        text = data[start:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError(source, f"byte 0x{data[exc.start]:02x} at {_where(data, exc.start)} is "
-                        "not UTF-8 (Latin-1 or another encoding?); save it as UTF-8") from None
+        at = start + exc.start
+        raise SpecError(source, f"byte 0x{data[at]:02x} at {_where(data, at)} is not UTF-8 "
+                        "(Latin-1 or another encoding?); save it as UTF-8") from None
     bad = _NOT_YAML.search(text)
     if bad:
         line, column = _line_column(text, bad.start())
-        raise SpecError(source, f"has the control character U+{ord(bad.group()):04X} at line "
-                        f"{line}, column {column}; remove it")
+        raise SpecError(source, f"has the character U+{ord(bad.group()):04X} (a control "
+                        f"character YAML does not allow) at line {line}, column {column}; "
+                        "remove it")
     return text
 
 

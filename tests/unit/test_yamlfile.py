@@ -92,12 +92,14 @@ def test_the_file_name_is_escaped_in_messages(tmp_path: Path) -> None:
 
 def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
     assert load_inventory(write(tmp_path, codecs.BOM_UTF8 + GOOD.encode()))[0].name == "ut"
+    latin1 = write(tmp_path, codecs.BOM_UTF8 + b"a: \xe9\n")
+    assert "byte 0xe9 at line 1, column 7 (byte offset 6)" in refused(latin1)
 
 
 @pytest.mark.parametrize(
     ("content", "words"),
     [
-        (GOOD.encode("utf-16"), "is UTF-16 (it starts with a UTF-16 byte order mark); save it as"),
+        (GOOD.encode("utf-16"), "is UTF-16 or UTF-32 (it starts with a byte order mark); save it"),
         (GOOD.encode("utf-16-be"), "NUL byte at line 1, column 1 (byte offset 0): it looks like "
                                    "UTF-16 or a binary file; save it as UTF-8"),
         (GOOD.encode("utf-16-le"), "NUL byte at line 1, column 2 (byte offset 1)"),
@@ -106,7 +108,8 @@ def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
          "byte 0xe9 at line 9, column 20 (byte offset 150) is not UTF-8 (Latin-1 or another "
          "encoding?); save it as UTF-8"),
         (GOOD.replace("ut\n", "ut\x1b[31m\n").encode(),
-         "has the control character U+001B at line 6, column 15; remove it"),
+         "has the character U+001B (a control character YAML does not allow) at line 6, "
+         "column 15; remove it"),
     ],
     ids=["utf16-bom", "utf16be", "utf16le", "binary", "latin1", "escape"],
 )
