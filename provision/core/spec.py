@@ -1,8 +1,10 @@
-"""The lab spec: load a lab file, validate it, and derive the stable names of owned objects.
+"""The lab spec: validate a lab, and derive the stable names of owned objects.
 
-A lab file is an Ansible inventory whose ``all.vars.lab`` holds the lab. Everything the
-rest of virtio-lab does starts from the ``Lab`` returned by ``load_lab()``; anything wrong
-in the file is a ``SpecError`` naming the key path, raised before the host is touched.
+A lab file is an Ansible inventory whose ``all.vars.lab`` holds the lab; ``yamlfile`` reads
+it, this module validates the lab and checks each VM's host against the inventory.
+Everything the rest of virtio-lab does starts from the ``Lab`` returned by ``load_lab()``;
+anything wrong in the file is a ``SpecError`` naming the key path (``spec_errors`` words
+it), raised before the host is touched.
 """
 
 from __future__ import annotations
@@ -10,26 +12,106 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from provision.core.owner import nic_mac, tap_name
-from provision.errors import SpecError
+from provision.core.spec_errors import PathError as _PathError
+from provision.core.spec_errors import spec_error
+from provision.core.yamlfile import inventory_parts, load_document, yaml_value
+from provision.errors import SpecError, shown
 
-LAB_NAME = r"^[a-z][a-z0-9-]{0,11}$"
+# No '-' in a lab name: owned objects are named <lab>-<vm>(-<nic>), and only then does each
+# such name belong to one VM of one lab (lab fz-a's VM b and lab fz's VM a-b would both be
+# fz-a-b).
+LAB_NAME = r"^[a-z][a-z0-9]{0,11}$"
 VM_NAME = r"^[a-z][a-z0-9-]{0,31}$"
 # OVS bridges are also Linux interfaces (IFNAMSIZ 16, so 15 characters).
 BRIDGE_NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$"
+RESERVED_IFNAMES = {
+    "lo": "the loopback interface",
+    "all": "reserved: /proc/sys/net/ipv4/conf/all holds every interface's settings",
+    "default": "reserved: /proc/sys/net/ipv4/conf/default holds new interfaces' settings",
+    "ovs-system": "Open vSwitch's kernel datapath device",
+    "ovs-netdev": "Open vSwitch's userspace datapath device",
+    "bonding_masters": "reserved: /sys/class/net/bonding_masters is the bonding driver's",
+}
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 RING_SIZES = (256, 512, 1024)
 MAX_QUEUES = 256  # a Linux tap has at most 256 queues
 # x86 has about 200 usable interrupt vectors per CPU; a virtio-net NIC asks 2N+2 MSI-X vectors.
 VECTORS_PER_VCPU = 200
+
+
+# A guest NIC's prefix: /31 is a point-to-point pair (RFC 3021); /32 leaves no peer on the
+# link; shorter than /8 (the widest private block) would put public address space on it.
+GUEST_PREFIXES = range(8, 32)
+_NOT_A_HOST = (  # (network, why) of the addresses a guest NIC cannot use to reach its peers
+    (ipaddress.IPv4Network("0.0.0.0/8"), "in 0.0.0.0/8 (\"this network\"), which no host may use"),
+    (ipaddress.IPv4Network("127.0.0.0/8"), "a loopback address, which never leaves a host"),
+    (ipaddress.IPv4Network("169.254.0.0/16"), "link-local (169.254.0.0/16), for self-assigned "
+     "addresses"),
+    (ipaddress.IPv4Network("224.0.0.0/4"), "a multicast address (224.0.0.0/4)"),
+    (ipaddress.IPv4Network("240.0.0.0/4"),
+     "reserved (240.0.0.0/4, and 255.255.255.255 broadcasts)"),
+)
+
+
+def _guest_address(value: Any) -> ipaddress.IPv4Interface:
+    """A guest NIC's address: written as text with a prefix length, usable to reach peers."""
+    example = "such as 10.9.0.5/24"
+    if not isinstance(value, str):
+        raise ValueError(f"is {yaml_value(value)}; write an address with its prefix length, "
+                         f"{example}")
+    text = value.strip()
+    try:
+        if "/" not in text:
+            address = ipaddress.IPv4Address(text)
+            raise ValueError(f"{address} has no prefix length; add one, e.g. {address}/24")
+        iface = ipaddress.IPv4Interface(text)
+    except ipaddress.AddressValueError:
+        raise ValueError(f"{shown(text)} is not an IPv4 address with a prefix length, "
+                         f"{example}") from None
+    except ipaddress.NetmaskValueError:
+        raise ValueError(f"{shown(text)} has an invalid prefix length; write one from "
+                         f"{GUEST_PREFIXES[0]} to {GUEST_PREFIXES[-1]}, {example}") from None
+    for network, why in _NOT_A_HOST:
+        if iface.ip in network:
+            raise ValueError(f"{iface.ip} is {why}; use a private address {example}")
+    return _host_of_prefix(iface)
+
+
+def _host_of_prefix(iface: ipaddress.IPv4Interface) -> ipaddress.IPv4Interface:
+    net, plen = iface.network, iface.network.prefixlen
+    if plen not in GUEST_PREFIXES:
+        why = ("leaves no peer on the guest's link" if plen == 32 else
+               "would put public address space on the guest's link")
+        raise ValueError(f"/{plen} {why}; use /{GUEST_PREFIXES[0]} to /{GUEST_PREFIXES[-1]}, "
+                         f"e.g. {iface.ip}/24")
+    if plen <= 30 and iface.ip in (net.network_address, net.broadcast_address):
+        which = "network" if iface.ip == net.network_address else "broadcast"
+        raise ValueError(f"{iface.ip} is the {which} address of {net}; use a host address "
+                         f"such as {net.network_address + 1}/{plen}")
+    return iface
+
+
+# An address configured inside the guest (nics[].ip, trunks[].ip)
+GuestAddress = Annotated[ipaddress.IPv4Interface, BeforeValidator(_guest_address)]
 
 
 class _Strict(BaseModel):
@@ -39,22 +121,23 @@ class _Strict(BaseModel):
 class TrunkVlan(_Strict):
     """A VLAN a trunk NIC carries; with ``ip``, the guest gets a VLAN interface with it."""
 
-    vlan: int = Field(ge=1, le=4094)  # one of OVS Port.trunks; the guest's 802.1Q VID
-    ip: ipaddress.IPv4Interface | None = None  # address of the guest's VLAN interface
+    vlan: StrictInt = Field(ge=1, le=4094)  # one of OVS Port.trunks; the guest's 802.1Q VID
+    ip: GuestAddress | None = None  # address of the guest's VLAN interface
 
 
 class NicSpec(_Strict):
     """One virtio-net NIC, plugged into an OVS bridge of the lab through a tap."""
 
-    bridge: str  # name of a bridge in lab.bridges
-    vlan: int | None = Field(default=None, ge=1, le=4094)  # OVS Port.tag (access port)
+    bridge: StrictStr  # name of a bridge in lab.bridges
+    vlan: StrictInt | None = Field(default=None, ge=1, le=4094)  # OVS Port.tag (access port)
     # OVS Port.trunks; exclusive with vlan. Plain numbers or {vlan, ip} (a guest VLAN interface)
     trunks: tuple[TrunkVlan, ...] | None = None
-    queues: int | None = Field(default=None, ge=1, le=MAX_QUEUES)  # <driver queues>; default vcpus
-    ip: ipaddress.IPv4Interface | None = None  # address configured inside the guest
-    mac: str | None = None  # <mac address>; default derived from lab/vm/nic
-    rx_queue_size: int | None = None  # <driver rx_queue_size>
-    tx_queue_size: int | None = None  # <driver tx_queue_size>
+    # <driver queues>; default vcpus
+    queues: StrictInt | None = Field(default=None, ge=1, le=MAX_QUEUES)
+    ip: GuestAddress | None = None  # address configured inside the guest
+    mac: StrictStr | None = None  # <mac address>; default derived from lab/vm/nic
+    rx_queue_size: StrictInt | None = None  # <driver rx_queue_size>
+    tx_queue_size: StrictInt | None = None  # <driver tx_queue_size>
 
     @field_validator("trunks", mode="before")
     @classmethod
@@ -88,10 +171,14 @@ class NicSpec(_Strict):
         if v is None:
             return v
         v = v.lower()
-        if not MAC_RE.match(v):
-            raise ValueError("must look like 52:54:00:12:34:56")
+        if not MAC_RE.fullmatch(v):
+            raise ValueError(f"{shown(v)} is not a MAC address; write one such as "
+                             '"52:54:00:12:34:56" (in quotes)')
         if int(v[:2], 16) & 1:
             raise ValueError("is a multicast address; use a unicast MAC such as 52:54:00:...")
+        if v == "00:00:00:00:00:00":
+            raise ValueError("is the all-zero address, which no NIC may use; use one such as "
+                             "52:54:00:12:34:56, or drop mac for a derived one")
         return v
 
     @field_validator("rx_queue_size")
@@ -125,11 +212,11 @@ class NicSpec(_Strict):
 class VmSpec(_Strict):
     """One guest: a libvirt domain named ``<lab>-<vm>``."""
 
-    name: str = Field(pattern=VM_NAME)  # the domain is named <lab>-<name>
-    vcpus: int = Field(default=1, ge=1, le=255)  # <vcpu>
-    memory_mib: int = Field(default=256, ge=128, le=1048576)  # <memory unit='MiB'>
+    name: StrictStr = Field(pattern=VM_NAME)  # the domain is named <lab>-<name>
+    vcpus: StrictInt = Field(default=1, ge=1, le=255)  # <vcpu>
+    memory_mib: StrictInt = Field(default=256, ge=128, le=1048576)  # <memory unit='MiB'>
     image: Literal["tiny"] = "tiny"  # the embedded default guest
-    host: str = "localhost"  # the inventory host that runs the VM
+    host: StrictStr = "localhost"  # the inventory host that runs the VM
     nics: tuple[NicSpec, ...] = ()
 
     @model_validator(mode="after")
@@ -157,17 +244,36 @@ class BridgeSpec(_Strict):
     """An OVS bridge. If it exists already and the lab did not create it, the lab uses it
     and never deletes it."""
 
-    name: str = Field(pattern=BRIDGE_NAME)  # OVS Bridge.name
+    name: StrictStr = Field(pattern=BRIDGE_NAME)  # OVS Bridge.name
     datapath_type: Literal["auto", "system", "netdev"] = "auto"  # OVS Bridge.datapath_type
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        # BRIDGE_NAME already keeps out what the kernel refuses: "", ".", "..", '/', ':',
+        # whitespace, and '%' (a name template); these are taken on every host.
+        if v in RESERVED_IFNAMES:
+            raise ValueError(f"{shown(v)} is {RESERVED_IFNAMES[v]}; choose another name")
+        return v
 
 
 class Lab(_Strict):
     """A lab: bridges and VMs, every object tagged as owned by ``name``."""
 
-    name: str = Field(pattern=LAB_NAME)  # prefixes every owned object
+    name: StrictStr = Field(pattern=LAB_NAME)  # prefixes every owned object
     backend: Literal["auto", "vhost-net", "userspace"] = "auto"  # virtio backend in the host
     bridges: tuple[BridgeSpec, ...] = Field(min_length=1)
     vms: tuple[VmSpec, ...] = ()
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _no_hyphen(cls, v: Any) -> Any:
+        if isinstance(v, str) and "-" in v:
+            fixed = v.strip().replace("-", "")
+            fix = f"; write {shown(fixed)}" if re.fullmatch(LAB_NAME, fixed) else ""
+            raise ValueError(f"{shown(v)} has a '-': owned objects are named <lab>-<vm>, which "
+                             f"must name one VM of one lab, so lab names have none{fix}")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -195,12 +301,18 @@ class Lab(_Strict):
                 if nic.bridge not in bridges:
                     raise _PathError(
                         f"vms[{vi}].nics[{ni}].bridge",
-                        f"'{nic.bridge}' is not in lab.bridges; add it there or fix the name",
+                        f"{shown(nic.bridge)} is not in lab.bridges; add it there or fix the name",
                     )
-        self._check_addresses()
+        taps = self._check_addresses()
+        for bi, bridge in enumerate(self.bridges):
+            if bridge.name in taps:  # OVS would find the tap's port where the bridge's should be
+                raise _PathError(f"bridges[{bi}].name", f"{shown(bridge.name)} is also the tap of "
+                                 f"{taps[bridge.name]} (taps are <lab>-<vm>-<nic>); rename the "
+                                 "bridge")
         return self
 
-    def _check_addresses(self) -> None:
+    def _check_addresses(self) -> dict[str, str]:
+        """Refuse a MAC, IP or tap name used twice; the taps, each with its NIC's key path."""
         macs: dict[str, str] = {}
         ips: dict[str, str] = {}
         taps: dict[str, str] = {}
@@ -225,6 +337,7 @@ class Lab(_Strict):
                 if tap in taps:
                     raise _PathError(where, f"tap name {tap} collides with {taps[tap]}; rename")
                 taps[tap] = where
+        return taps
 
     def vm(self, name: str) -> VmSpec:
         for vm in self.vms:
@@ -237,19 +350,12 @@ class SpecDeprecation(UserWarning):
     """A lab file key that still works but has a new name; the CLI prints it as a warning."""
 
 
-class _PathError(ValueError):
-    """A cross-field error that knows its own key path below ``lab``."""
-
-    def __init__(self, path: str, message: str) -> None:
-        self.path = path
-        super().__init__(message)
-
-
 def _unique(section: str, names: list[str], key: str) -> None:
     seen: set[str] = set()
     for i, name in enumerate(names):
         if name in seen:
-            raise _PathError(f"{section}[{i}].{key}", f"'{name}' is used twice; names are unique")
+            raise _PathError(f"{section}[{i}].{key}",
+                             f"{shown(name)} is used twice; names are unique")
         seen.add(name)
 
 
@@ -267,27 +373,12 @@ def spec_hash(model: BaseModel) -> str:
 def parse_lab(data: Any, source: str = "lab") -> Lab:
     """Validate the ``lab`` mapping; raise SpecError naming the first bad key path."""
     if not isinstance(data, dict):
-        raise SpecError("lab", "must be a mapping with name, bridges and vms")
+        raise SpecError("lab", f"is {yaml_value(data)}; it must be a mapping with name, "
+                        "bridges and vms")
     try:
         return Lab.model_validate(data)
     except ValidationError as exc:
-        raise _spec_error(exc) from None
-
-
-def _spec_error(exc: ValidationError) -> SpecError:
-    err = exc.errors()[0]
-    ctx_error = (err.get("ctx") or {}).get("error")
-    path = "lab" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-    if isinstance(ctx_error, _PathError):
-        return SpecError(f"{path}.{ctx_error.path}", str(ctx_error))
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key; check the spelling against the README's lab file reference"
-    elif err["type"] == "string_pattern_mismatch":
-        msg = f"{err['input']!r} is not a valid name ({err['ctx']['pattern']})"
-    elif err["type"] == "literal_error":
-        msg = f"{err['input']!r} is not allowed; {msg.lower()}"
-    return SpecError(path, msg)
+        raise spec_error(exc) from None
 
 
 def load_lab(path: str | Path) -> Lab:
@@ -299,48 +390,20 @@ def load_lab(path: str | Path) -> Lab:
 def load_inventory(path: str | Path) -> tuple[Lab, tuple[str, ...]]:
     """The lab of a lab file and the inventory's host names (``all.hosts`` and the hosts of
     every group below ``all.children``)."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise SpecError(str(p), f"cannot read the lab file: {exc.strerror}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(str(p), f"is not valid YAML{where}") from None
-    lab = _dig(doc, ("all", "vars", "lab"))
-    if lab is None:
-        raise SpecError("all.vars.lab", f"{p} has no lab; see inventory/demo.yml for the shape")
-    parsed = parse_lab(lab)
-    hosts = inventory_hosts(doc.get("all") if isinstance(doc, dict) else None)
+    source = os.fspath(path)
+    data, hosts = inventory_parts(load_document(source), source)
+    parsed = parse_lab(data)
     for i, vm in enumerate(parsed.vms):
         if vm.host not in hosts:
             raise SpecError(
                 f"lab.vms[{i}].host",
-                f"{vm.host!r} is not a host of the inventory "
-                f"({', '.join(hosts) or 'it has none'}); add it under all.hosts or fix the name",
+                f"{shown(vm.host)} is not a host of the inventory "
+                f"({_listed(hosts) or 'it has none'}); add it under all.hosts or fix the name",
             )
     return parsed, hosts
 
 
-def inventory_hosts(group: Any) -> tuple[str, ...]:
-    """Host names of an inventory group and of its children, in file order, once each."""
-    names: dict[str, None] = {}
-    if not isinstance(group, dict):
-        return ()
-    hosts, children = group.get("hosts"), group.get("children")
-    if isinstance(hosts, dict):
-        names.update(dict.fromkeys(str(h) for h in hosts))
-    for child in children.values() if isinstance(children, dict) else ():
-        names.update(dict.fromkeys(inventory_hosts(child)))
-    return tuple(names)
-
-
-def _dig(doc: Any, keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        if not isinstance(doc, dict):
-            return None
-        doc = doc.get(key)
-    return doc
+def _listed(names: tuple[str, ...], most: int = 5) -> str:
+    """A few names for a message, and how many more there are."""
+    more = f", ... ({len(names) - most} more)" if len(names) > most else ""
+    return ", ".join(shown(n) for n in names[:most]) + more

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from provision.core.spec import inventory_hosts, load_inventory
+from provision.core.spec import load_inventory
+from provision.core.yamlfile import inventory_hosts
 from provision.engine.lab import lab_spec
 from provision.errors import SpecError
 
@@ -52,3 +53,16 @@ def test_host_filter_must_name_an_inventory_host(tmp_path: Path, host: str) -> N
     assert [vm.name for vm in lab_spec(path, "hv2").vms] == ["vm2"]
     assert [vm.name for vm in lab_spec(path, "localhost").vms] == ["vm1"]
     assert [vm.name for vm in lab_spec(path, "hv3").vms] == []  # a real host with no VMs
+
+
+def test_an_echoed_host_is_one_bounded_line(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yml"
+    host = '"hv\\e[2J\\n' + "h" * 5000 + '"'
+    path.write_text("all:\n  hosts: {localhost: }\n  vars:\n    lab:\n      name: ut\n"
+                    "      bridges: [{name: br-ut}]\n"
+                    f"      vms: [{{name: vm1, host: {host}}}]\n")
+    with pytest.raises(SpecError) as info:
+        load_inventory(path)
+    message = str(info.value)
+    assert message.startswith("lab.vms[0].host: 'hv\\x1b[2J\\nhhh")
+    assert "... (5007 characters) is not a host of the inventory ('localhost')" in message
