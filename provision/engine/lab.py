@@ -8,7 +8,6 @@ import contextlib
 import fcntl
 import os
 import socket
-import stat
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -70,22 +69,10 @@ def lab_spec(source: LabSource, host: str | None = None) -> spec.Lab:
 
 
 def _check_lab_file(path: str | Path) -> None:
-    """SpecError unless ``path`` can be a lab file: not empty, not a directory, not a device
-    (reading /dev/zero would never end). A pipe passes: `provision plan /dev/stdin < f`."""
+    """An empty lab file name is a SpecError of its own (the reader would name ``.``); the
+    reader (``yamlfile.read_bytes``) refuses anything but a regular file."""
     if not str(path).strip():
         raise SpecError("LAB", "the lab file name is empty; name one, e.g. inventory/demo.yml")
-    if "\0" in str(path):  # no command line can hold one; a caller's string can
-        raise SpecError("LAB", "the lab file name contains a NUL character")
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return  # the reader says why (missing, unreadable) in its own words
-    if stat.S_ISDIR(mode):
-        raise SpecError(str(path), "is a directory, not a lab file; name a file in it, "
-                        "e.g. inventory/demo.yml")
-    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-        raise SpecError(str(path), "is not a regular file; name a lab file, "
-                        "e.g. inventory/demo.yml")
 
 
 def placement_note(lab: spec.Lab, local_names: Iterable[str] | None = None) -> str | None:

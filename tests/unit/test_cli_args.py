@@ -91,13 +91,15 @@ def test_extra_arguments_are_named(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 3 and "'b.yml'" in one_line(err)
 
 
-@pytest.mark.parametrize("lab_arg", ["", " ", "a\0b"])
+@pytest.mark.parametrize(("lab_arg", "says"), [("", "argument LAB: is blank"),
+                                              (" ", "argument LAB: is blank"),
+                                              ("a\0b", "a\\x00b: is not a usable file name")])
 @pytest.mark.parametrize("command", LAB_COMMANDS)
 def test_blank_lab_argument_is_exit_3(
-    capsys: pytest.CaptureFixture[str], command: str, lab_arg: str
+    capsys: pytest.CaptureFixture[str], command: str, lab_arg: str, says: str
 ) -> None:
     code, _, err = run(capsys, command, lab_arg)
-    assert code == 3 and "LAB" in one_line(err)
+    assert code == 3 and says in one_line(err)
 
 
 # -- --timeout ---------------------------------------------------------------------------
@@ -135,7 +137,8 @@ def test_a_directory_or_device_is_not_a_lab_file(
     code, _, err = run(capsys, command, path)
     line = one_line(err)
     assert code == 3 and path in line
-    assert "is a directory" in line if path == "/" else "not a regular file" in line
+    assert "is a directory" in line if path == "/" else "is a character device" in line
+    assert "a lab file must be a regular file" in line
 
 
 # -- JSON on stdout -----------------------------------------------------------------------
