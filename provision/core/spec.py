@@ -1,8 +1,8 @@
 """The lab spec: validate a lab, and derive the stable names of owned objects.
 
 A lab file is an Ansible inventory whose ``all.vars.lab`` holds the lab; ``yamlfile`` reads
-it, this module validates the lab and checks each VM's host against the inventory.
-Everything the rest of virtio-lab does starts from the ``Lab`` returned by ``load_lab()``;
+it, ``inventory`` finds the lab and the hosts in it, and this module validates the lab.
+Everything the rest of virtio-lab does starts from the ``Lab`` this returns;
 anything wrong in the file is a ``SpecError`` naming the key path (``spec_errors`` words
 it), raised before the host is touched.
 """
@@ -12,10 +12,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import os
 import re
 import warnings
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -33,7 +31,7 @@ from pydantic import (
 from provision.core.owner import nic_mac, tap_name
 from provision.core.spec_errors import PathError as _PathError
 from provision.core.spec_errors import spec_error
-from provision.core.yamlfile import inventory_parts, load_document, yaml_value
+from provision.core.yamlfile import yaml_value
 from provision.errors import SpecError, shown
 
 # No '-' in a lab name: owned objects are named <lab>-<vm>(-<nic>), and only then does each
@@ -379,31 +377,3 @@ def parse_lab(data: Any, source: str = "lab") -> Lab:
         return Lab.model_validate(data)
     except ValidationError as exc:
         raise spec_error(exc) from None
-
-
-def load_lab(path: str | Path) -> Lab:
-    """Read a lab file (an Ansible inventory carrying ``all.vars.lab``) and validate it,
-    including that every VM's ``host`` is a host of the inventory."""
-    return load_inventory(path)[0]
-
-
-def load_inventory(path: str | Path) -> tuple[Lab, tuple[str, ...]]:
-    """The lab of a lab file and the inventory's host names (``all.hosts`` and the hosts of
-    every group below ``all.children``)."""
-    source = os.fspath(path)
-    data, hosts = inventory_parts(load_document(source), source)
-    parsed = parse_lab(data)
-    for i, vm in enumerate(parsed.vms):
-        if vm.host not in hosts:
-            raise SpecError(
-                f"lab.vms[{i}].host",
-                f"{shown(vm.host)} is not a host of the inventory "
-                f"({_listed(hosts) or 'it has none'}); add it under all.hosts or fix the name",
-            )
-    return parsed, hosts
-
-
-def _listed(names: tuple[str, ...], most: int = 5) -> str:
-    """A few names for a message, and how many more there are."""
-    more = f", ... ({len(names) - most} more)" if len(names) > most else ""
-    return ", ".join(shown(n) for n in names[:most]) + more

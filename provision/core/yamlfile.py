@@ -1,5 +1,5 @@
-"""Reading a lab file: its bytes, its text, the one YAML document they hold, and the
-inventory's shape around the lab (``all.hosts``, ``all.children``, ``all.vars.lab``).
+"""Reading a lab file: its bytes, its text, and the one YAML document they hold (``inventory``
+makes an Ansible inventory of it).
 
 A lab file may be careless or hostile, so every step is bounded and every failure is a
 ``SpecError`` naming the file (and the line) and what to do:
@@ -139,60 +139,6 @@ def _where(data: bytes, offset: int) -> str:
 def _line_column(data: bytes | str, offset: int) -> tuple[int, int]:
     newline = b"\n" if isinstance(data, bytes) else "\n"
     return data.count(newline, 0, offset) + 1, offset - data.rfind(newline, 0, offset)
-
-
-def inventory_parts(doc: Any, source: str) -> tuple[Any, tuple[str, ...]]:
-    """The lab (``all.vars.lab``, not yet validated) and the host names of an inventory."""
-    shape = "all: {hosts: {...}, vars: {lab: {...}}} (see inventory/demo.yml)"
-    if doc is None:
-        raise SpecError(source, f"is empty; a lab file is an Ansible inventory: {shape}")
-    if not isinstance(doc, dict):
-        raise SpecError(source, f"holds {yaml_value(doc)}; a lab file is a mapping: {shape}")
-    group = doc.get("all")
-    hosts = inventory_hosts(group)  # also checks the shape of every group and its vars
-    labvars = (group or {}).get("vars") or {}
-    if labvars.get("lab") is None:
-        missing = "is empty" if "lab" in labvars else f"is missing from {source}"
-        raise SpecError("all.vars.lab", f"{missing}; write the lab there, shaped like "
-                        "inventory/demo.yml's")
-    return labvars["lab"], hosts
-
-
-def inventory_hosts(group: Any, where: str = "all") -> tuple[str, ...]:
-    """Host names of an inventory group and of its children, in file order, once each."""
-    names: dict[str, None] = {}
-    group = _mapping(group, where, "a mapping with hosts, vars or children")
-    _mapping(group.get("vars"), f"{where}.vars", "a mapping of variables, such as {lab: ...}")
-    hosts = _mapping(group.get("hosts"), f"{where}.hosts",
-                     "a mapping of host names, such as {localhost: {ansible_connection: local}}")
-    for name, hostvars in hosts.items():
-        _name(name, f"{where}.hosts", "host")
-        _mapping(hostvars, f"{where}.hosts.{name}",
-                 "empty or a mapping of host variables, such as {ansible_host: 192.0.2.7}")
-        names[name] = None
-    children = _mapping(group.get("children"), f"{where}.children",
-                        "a mapping of groups, such as {hypervisors: {hosts: ...}}")
-    for name, child in children.items():
-        _name(name, f"{where}.children", "group")
-        names.update(dict.fromkeys(inventory_hosts(child, f"{where}.children.{name}")))
-    return tuple(names)
-
-
-def _mapping(value: Any, where: str, what: str) -> dict[Any, Any]:
-    """``value`` if it is a mapping, {} if empty (Ansible allows ``hosts:`` with nothing)."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SpecError(where, f"is {yaml_value(value)}; it must be {what}")
-    return value
-
-
-def _name(name: Any, where: str, what: str) -> None:
-    if name is None:
-        raise SpecError(where, f"a {what} name is empty; write the name")
-    if not isinstance(name, str):
-        raise SpecError(where, f"the {what} name {shown(name)} is not text but "
-                        f"{yaml_value(name)}; write it in quotes")
 
 
 def yaml_value(value: Any) -> str:

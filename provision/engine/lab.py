@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provision.core import desired, plan, spec
+from provision.core import desired, inventory, plan, spec
 from provision.engine import converge
 from provision.engine.converge import Progress
 from provision.errors import HostError, OperationError, SpecError
@@ -57,7 +57,8 @@ def lab_spec(source: LabSource, host: str | None = None) -> spec.Lab:
         lab, hosts = source, None
     else:
         _check_lab_file(source)
-        lab, hosts = spec.load_inventory(source)
+        inv = inventory.load_inventory(source)
+        lab, hosts = inv.lab, inv.hosts
     if host is None:
         return lab
     if hosts is not None and host not in hosts:

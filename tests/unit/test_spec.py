@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from provision.core.inventory import load_lab
 from provision.core.owner import domain_name, nic_mac, tap_name
-from provision.core.spec import LAB_NAME, VM_NAME, load_lab, parse_lab
+from provision.core.spec import LAB_NAME, VM_NAME, parse_lab
 from provision.errors import SpecError
 
 from .helpers import lab, lab_data

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from provision.core.spec import load_inventory
-from provision.core.yamlfile import MAX_BYTES, MAX_DEPTH, MAX_NODES, inventory_hosts, load_document
+from provision.core.inventory import inventory_hosts, load_inventory
+from provision.core.yamlfile import MAX_BYTES, MAX_DEPTH, MAX_NODES, load_document
 from provision.errors import MAX_LINE, SpecError
 
 GOOD = """\
@@ -50,7 +50,8 @@ def refused(path: str | Path) -> str:
 
 
 def test_a_good_file_loads(tmp_path: Path) -> None:
-    lab, hosts = load_inventory(write(tmp_path, GOOD))
+    inv = load_inventory(write(tmp_path, GOOD))
+    lab, hosts = inv.lab, inv.hosts
     assert lab.name == "ut" and hosts == ("localhost",)
 
 
@@ -66,7 +67,7 @@ def test_only_a_regular_file_is_read(tmp_path: Path) -> None:
         assert "is a socket" in refused(sock_path)
     link = tmp_path / "link.yml"
     link.symlink_to(write(tmp_path, GOOD))
-    assert load_inventory(link)[0].name == "ut"  # a link to a regular file is fine
+    assert load_inventory(link).lab.name == "ut"  # a link to a regular file is fine
 
 
 def test_missing_and_unnamable_files(tmp_path: Path) -> None:
@@ -78,7 +79,7 @@ def test_the_size_is_capped(tmp_path: Path) -> None:
     big = write(tmp_path, "#" * (MAX_BYTES + 1))
     assert f"is {MAX_BYTES + 1} bytes, over the {MAX_BYTES} bytes (1 MiB)" in refused(big)
     comment = "#" * (MAX_BYTES - len(GOOD) - 1) + "\n"
-    assert load_inventory(write(tmp_path, GOOD + comment))[0].name == "ut"
+    assert load_inventory(write(tmp_path, GOOD + comment)).lab.name == "ut"
 
 
 def test_the_file_name_is_escaped_in_messages(tmp_path: Path) -> None:
@@ -91,7 +92,7 @@ def test_the_file_name_is_escaped_in_messages(tmp_path: Path) -> None:
 
 
 def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
-    assert load_inventory(write(tmp_path, codecs.BOM_UTF8 + GOOD.encode()))[0].name == "ut"
+    assert load_inventory(write(tmp_path, codecs.BOM_UTF8 + GOOD.encode())).lab.name == "ut"
     latin1 = write(tmp_path, codecs.BOM_UTF8 + b"a: \xe9\n")
     assert "byte 0xe9 at line 1, column 7 (byte offset 6)" in refused(latin1)
 
@@ -164,7 +165,8 @@ all:
         - &vm {name: vm1, vcpus: 2, host: hv1, nics: [{bridge: br-ut}]}
         - {<<: *vm, name: vm2, host: hv3}
 """
-    lab, hosts = load_inventory(write(tmp_path, text))
+    inv = load_inventory(write(tmp_path, text))
+    lab, hosts = inv.lab, inv.hosts
     assert hosts == ("hv1", "hv2", "hv3")
     assert [(vm.name, vm.vcpus, vm.host) for vm in lab.vms] == [("vm1", 2, "hv1"),
                                                                 ("vm2", 2, "hv3")]
