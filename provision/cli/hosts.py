@@ -66,10 +66,12 @@ def hosts_exec(args: argparse.Namespace) -> int:
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     proc = run(args.host, argv, capture=args.json)
+    # A command killed by a signal exits 128+N, as in a shell (Python reports -N).
+    code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
     if args.json:
-        _emit_json({"host": args.host, "argv": argv, "exit_code": proc.returncode,
+        _emit_json({"host": args.host, "argv": argv, "exit_code": code,
                     "stdout": proc.stdout, "stderr": proc.stderr})  # fmt: skip
-    return proc.returncode
+    return code
 
 
 def hosts_status(args: argparse.Namespace) -> int:

@@ -106,7 +106,7 @@ def route_conflicts(routes: Iterable[tuple[str, str]], own: Iterable[str] = ()) 
     interfaces (`own`) do not count. Each conflict is one line naming route and subnet.
     """
     mine = set(own)
-    found = []
+    found: dict[tuple[str, IPv4Network], str] = {}  # one line per device and subnet
     for dst, dev in routes:
         try:
             net = ipaddress.ip_network(dst, strict=False)
@@ -115,9 +115,9 @@ def route_conflicts(routes: Iterable[tuple[str, str]], own: Iterable[str] = ()) 
         if net.version != 4 or net.prefixlen == 0 or dev in mine:
             continue
         for ours, use in ((MGMT_NET, "management"), (UNDERLAY_NET, "underlay")):
-            if net.overlaps(ours):
-                found.append(f"route {net} dev {dev or '?'} overlaps the {use} subnet {ours}")
-    return found
+            if net.overlaps(ours) and (dev, ours) not in found:
+                found[dev, ours] = f"route {net} dev {dev or '?'} overlaps the {use} subnet {ours}"
+    return list(found.values())
 
 
 # ---- bridged traffic and the firewall ------------------------------------------------------

@@ -80,6 +80,7 @@ def test_routes_overlapping_our_subnets_conflict() -> None:
         ("192.0.2.0/24", "eth0"),
         ("192.168.0.0/16", "wg0"),  # covers both
         ("192.168.251.7/32", "eth1"),  # an address of the machine in the underlay subnet
+        ("192.168.251.255/32", "eth1"),  # its broadcast route: the same conflict, once
         ("192.168.250.0/24", "vlhv-mgmt"),  # ours, from an earlier `hosts up`
         ("fd00::/64", "eth0"),
     ]
