@@ -35,6 +35,7 @@ def host_vars(host: Hypervisor, key: Path, known_hosts: Path, python: str) -> di
         "ansible_ssh_common_args": ssh_common_args(known_hosts),
         # The same interpreter as `provision`'s: the hypervisors share this machine's files.
         "ansible_python_interpreter": python,
+        "virtio_lab_python": python,  # what the playbooks set ansible_python_interpreter to
         "virtio_lab_underlay_ip": str(host.underlay_ip.ip),
         "virtio_lab_underlay_prefix": host.underlay_ip.network.prefixlen,
         "virtio_lab_underlay_interface": UNDERLAY_IFNAME,

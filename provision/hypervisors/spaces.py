@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provision.errors import OperationError
+from provision.host.kvm import probe_cache_path
 from provision.hypervisors import config
 from provision.hypervisors.plan import STATE_ROOT, Hypervisor
 
@@ -31,6 +32,7 @@ INIT_MARKER = "virtio-lab-hypervisor"  # argv of every hypervisor's init, after 
 REAPER = Path(__file__).with_name("reaper.py")
 OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 LIBVIRT_CAPS_CACHE = Path("/var/cache/libvirt/qemu/capabilities")
+KVM_PROBE = probe_cache_path()  # this machine's; the hypervisors' is in their own /run
 
 # Host path -> state subdirectory bind-mounted over it inside the hypervisor, in mount
 # order. /var/run is a symlink to /run on Debian. The image cache (/var/cache/virtio-lab)
@@ -227,6 +229,10 @@ def _make_run(run: Path) -> None:
     for name, mode in RUN_DIRS:
         (run / name).mkdir()
         os.chmod(run / name, mode)
+    # The KVM probe's answer holds for every hypervisor on this machine (same boot, /dev/kvm
+    # and QEMU, which its key checks): without it each one's first lab boots a probe guest.
+    if KVM_PROBE.is_file():
+        shutil.copy2(KVM_PROBE, run / "virtio-lab" / KVM_PROBE.name)
 
 
 def _copy_caps_cache(cache: Path) -> None:

@@ -160,6 +160,29 @@ def test_ansible_reaches_every_hypervisor(hosts: dict[str, Any], tmp_path: Path)
     assert merged["ansible_host"] == "192.168.250.2" and merged["lab"]["name"] == "wide"
 
 
+@pytest.mark.skipif(not Path("/var/cache/virtio-lab/images/tiny").exists(),
+                    reason="the embedded guest is not built (`provision image build`)")
+def test_a_lab_across_the_hypervisors_plans_over_ssh(hosts: dict[str, Any],
+                                                     tmp_path: Path) -> None:
+    """`ansible-playbook -i HOSTS -i LAB up.yml --check`: each hypervisor plans its part of
+    the lab through its own libvirtd and OVS, and nothing is made (no VM boots)."""
+    lab = tmp_path / "wide.yml"
+    lab.write_text(yaml.safe_dump({"all": {"hosts": {"hv1": {}, "hv2": {}}, "vars": {"lab": {
+        "name": "vltwide", "bridges": [{"name": "br-vltwide"}],
+        "vms": [{"name": f"vm{k}", "host": f"hv{k}", "nics": [{"bridge": "br-vltwide"}]}
+                for k in (1, 2)]}}}}))  # fmt: skip
+    proc = run(str(Path(sys.executable).with_name("ansible-playbook")), "-i",
+               str(hosts["inventory"]), "-i", str(lab), str(REPO / "playbooks" / "up.yml"),
+               "--check", env={**ENV, "ANSIBLE_SSH_ARGS": "-o ControlMaster=no",
+                               "ANSIBLE_LOCAL_TEMP": str(tmp_path)})  # fmt: skip
+    assert "lab vltwide on hv1: 4 change(s) planned, VMs vm1," in proc.stdout, proc.stdout
+    assert "lab vltwide on hv2: 4 change(s) planned, VMs vm2," in proc.stdout, proc.stdout
+    for name in ("hv1", "hv2"):
+        assert inside(name, "ovs-vsctl", "list-br").strip() == ""
+        domains = inside(name, "virsh", "-c", "qemu:///system", "list", "--all", "--name")
+        assert domains.strip() == ""
+
+
 def test_a_second_up_changes_nothing(hosts: dict[str, Any]) -> None:
     again = json.loads(provision("hosts", "up", "2", "--inventory", str(hosts["inventory"]),
                                  "--json").stdout)  # fmt: skip

@@ -180,7 +180,7 @@ def test_inventory_has_every_host_with_its_addresses_and_ssh_settings() -> None:
     hv2 = doc["all"]["hosts"]["hv2"]
     assert hv2["ansible_host"] == "192.168.250.2" and hv2["ansible_user"] == "root"
     assert hv2["ansible_ssh_private_key_file"] == "/s/id_ed25519"
-    assert hv2["ansible_python_interpreter"] == "/opt/venv/bin/python"
+    assert hv2["ansible_python_interpreter"] == hv2["virtio_lab_python"] == "/opt/venv/bin/python"
     assert hv2["virtio_lab_underlay_ip"] == "192.168.251.2"
     assert hv2["virtio_lab_underlay_prefix"] == 24
     args = hv2["ansible_ssh_common_args"]
