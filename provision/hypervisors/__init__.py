@@ -161,7 +161,7 @@ def _create(host: Hypervisor, python: str, steps: _Steps) -> tuple[spaces.Init, 
         with steps.timed("links"):
             network.plug(host, init.pid)
         with steps.timed("inside"):
-            report = daemons.run_inside(host, init.pid, python, setup=True)
+            report = daemons.run_inside(host, init.pid, python)
     except ProvisionError as exc:
         _stop(host, keep_state=True)  # its logs stay for a look, until `hosts down`
         exc.args = (f"{exc} (its logs: {host.state_dir}/log-*)",)
@@ -178,11 +178,14 @@ def _bring_up(host: Hypervisor, python: str) -> HostReport:
     if init is None:
         action = "recreated" if host.state_dir.exists() else "created"
         init, log = _create(host, python, steps)
-    elif all(daemons.daemon_status(host).values()):
+    elif network.plugged(host) and all(daemons.daemon_status(host).values()):
         action = "kept"
     else:
         with steps.timed("inside"):
-            log = daemons.run_inside(host, init.pid, python, setup=False)["log"]
+            if not network.plugged(host):
+                network.plug(host, init.pid)
+                log.append("replaced its veths")
+            log += daemons.run_inside(host, init.pid, python)["log"]
         action = "repaired"
     with steps.timed("sshd"):
         daemons.wait_for_sshd(host)

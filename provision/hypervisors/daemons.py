@@ -36,12 +36,12 @@ INSIDE_ENV = {
 }
 
 
-def run_inside(host: Hypervisor, init_pid: int, python: str, setup: bool,
+def run_inside(host: Hypervisor, init_pid: int, python: str,
                timeout: float = 180.0) -> dict[str, Any]:
     """Run `inside.py` in the hypervisor; its JSON report. Its exit code picks the error
     class (4: HostError), its last line of stderr is the message."""
     argv = [*spaces.enter_argv(init_pid), python, "-m", "provision.hypervisors.inside",
-            host.name, *(["--setup"] if setup else [])]  # fmt: skip
+            host.name]  # fmt: skip
     # Files, not pipes: the daemons it starts must not inherit a pipe we wait on.
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         try:

@@ -1,12 +1,13 @@
 """The part of `provision hosts up` that runs inside a hypervisor (through `nsenter`):
-`python -m provision.hypervisors.inside hvK [--setup]`.
+`python -m provision.hypervisors.inside hvK`.
 
-With --setup (a new hypervisor) it bind-mounts the private directories over the host's
-paths, sets the hostname, and addresses lo, mgmt0 and underlay0. Then, every time, it starts
-what is not running the way `provision host prepare` does without systemd
-(``apply_host_plan``: `ovs-ctl` for OVS, `--daemon` for virtlogd and libvirtd), waits until
-they answer (``wait_for_daemons``, through the usual paths, which are the private ones
-here), and starts sshd. It prints its step timings as JSON.
+It bind-mounts the private directories over the host's paths and mounts the namespace's own
+sysfs, sets the hostname, and addresses lo, mgmt0 and underlay0, each only where not done
+yet, so one run makes a new hypervisor and repairs an old one. Then it starts what is not
+running the way `provision host prepare` does without systemd (``apply_host_plan``:
+`ovs-ctl` for OVS, `--daemon` for virtlogd and libvirtd), waits until they answer
+(``wait_for_daemons``, through the usual paths, which are the private ones here), and
+starts sshd. It prints its step timings and what it did as JSON.
 
 It refuses to run anywhere but in the hypervisor it is named for: mounting over /run in the
 root namespace would hide the host's daemons.
@@ -15,15 +16,18 @@ root namespace would hide the host's daemons.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import errno
 import json
+import os
 import socket
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from provision.errors import HostError, ProvisionError
 from provision.host.plan import DAEMON_ORDER, HostAction, HostPlan
@@ -45,33 +49,60 @@ def check_inside(host: Hypervisor) -> None:
                         "`provision hosts up`, which enters it")  # fmt: skip
 
 
-def mount_private_dirs(host: Hypervisor) -> None:
+def _bound(target: str, source: Path) -> bool:
+    """Whether `target` shows `source` (a bind mount: same device and inode)."""
+    a, b = os.stat(target), os.stat(source)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def mount_private_dirs(host: Hypervisor) -> list[str]:
+    """Bind each private directory not bound yet; HostError unless all are bound then.
+    Nothing else runs before this holds: a daemon started on the machine's /run would take
+    over the machine's own sockets (ovs-ctl replaces db.sock)."""
+    done = []
     for target, sub in spaces.PRIVATE_DIRS:
-        _run(["mount", "--bind", str(host.state_dir / sub), target], timeout=30)
+        if not _bound(target, host.state_dir / sub):
+            _run(["mount", "--bind", str(host.state_dir / sub), target], timeout=30)
+            done.append(target)
+    missing = [t for t, sub in spaces.PRIVATE_DIRS if not _bound(t, host.state_dir / sub)]
+    if missing:
+        raise HostError(f"{', '.join(missing)} in {host.name} are not its private "
+                        "directories; run `provision hosts down`, then `hosts up`")  # fmt: skip
+    return done
 
 
-def mount_own_sysfs() -> None:
-    """A sysfs of this network namespace over /sys: the inherited one lists the machine's
-    interfaces, which libvirtd's node device driver then probes in vain (and
-    /sys/class/net would not show mgmt0, underlay0 or the taps). The cgroup mounts under
-    /sys/fs/cgroup move over to the new /sys."""
+def mount_own_sysfs() -> bool:
+    """A sysfs of this network namespace over /sys (once: /run, private now, remembers):
+    the inherited one lists the machine's interfaces, which libvirtd's node device driver
+    then probes in vain, and /sys/class/net would not show mgmt0, underlay0 or the taps.
+    The cgroup mounts under /sys/fs/cgroup move over to the new /sys."""
+    done = Path("/run/virtio-lab/sysfs")
+    if done.exists():
+        return False
     hold = Path("/run/virtio-lab/sys-fs-cgroup")
     hold.mkdir(exist_ok=True)
     _run(["mount", "--rbind", "/sys/fs/cgroup", str(hold)], timeout=30)
     _run(["mount", "-t", "sysfs", "sysfs", "/sys"], timeout=30)
     _run(["mount", "--move", str(hold), "/sys/fs/cgroup"], timeout=30)
     hold.rmdir()
+    done.touch()
+    return True
 
 
 def address_links(host: Hypervisor) -> None:
     with IPRoute() as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         for ifname, address in ((MGMT_IFNAME, host.mgmt_ip), (UNDERLAY_IFNAME, host.underlay_ip)):
-            index = ipr.link_lookup(ifname=ifname)[0]
-            with contextlib.suppress(Exception):  # NetlinkError EEXIST: addressed before
-                ipr.addr("add", index=index, address=str(address.ip),
+            found = ipr.link_lookup(ifname=ifname)
+            if not found:
+                raise HostError(f"{host.name} has no {ifname}; run `provision hosts up` again")
+            try:
+                ipr.addr("add", index=found[0], address=str(address.ip),
                          prefixlen=address.network.prefixlen)  # fmt: skip
-            ipr.link("set", index=index, state="up")
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:  # addressed by an earlier run
+                    raise
+            ipr.link("set", index=found[0], state="up")
 
 
 def start_daemons(log: list[str]) -> None:
@@ -92,22 +123,26 @@ def sshd_running() -> bool:
         return False
 
 
-def run(host: Hypervisor, setup: bool) -> dict[str, object]:
+def run(host: Hypervisor) -> dict[str, object]:
+    """Set the hypervisor up where it is not yet (every step checks first), then start
+    what does not run. The same run makes a new hypervisor and repairs an old one."""
     check_inside(host)
     steps: dict[str, float] = {}
     log: list[str] = []
 
-    def step(name: str, fn: Callable[[], object]) -> None:
+    def step(name: str, fn: Callable[[], Any]) -> Any:
         t0 = time.monotonic()
-        fn()
+        result = fn()
         steps[name] = round(time.monotonic() - t0, 3)
+        return result
 
-    if setup:
-        step("mounts", lambda: mount_private_dirs(host))
-        step("sysfs", mount_own_sysfs)
-        step("hostname", lambda: socket.sethostname(host.name))
-        step("addresses", lambda: address_links(host))
-        MARKER.write_text(host.name + "\n")
+    if bound := step("mounts", lambda: mount_private_dirs(host)):
+        log.append(f"bound its private {', '.join(bound)}")
+    if step("sysfs", mount_own_sysfs):
+        log.append("mounted its own sysfs")
+    socket.sethostname(host.name)
+    step("addresses", lambda: address_links(host))
+    MARKER.write_text(host.name + "\n")
     step("daemons", lambda: start_daemons(log))
     if not sshd_running():
         step("sshd", lambda: _run(ssh.sshd_argv(host), timeout=30))
@@ -118,10 +153,9 @@ def run(host: Hypervisor, setup: bool) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="provision.hypervisors.inside")
     parser.add_argument("name")
-    parser.add_argument("--setup", action="store_true")
     args = parser.parse_args(argv)
     try:
-        print(json.dumps(run(parse_name(args.name), args.setup)))
+        print(json.dumps(run(parse_name(args.name))))
     except ProvisionError as exc:
         print(str(exc), file=sys.stderr)
         return exc.exit_code

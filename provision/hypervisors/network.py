@@ -124,6 +124,19 @@ def plug(host: Hypervisor, init_pid: int) -> None:
                                      f"{exc.args[-1]}") from None  # fmt: skip
 
 
+def plugged(host: Hypervisor) -> bool:
+    """Whether both of the hypervisor's veths are here, ours, up and on their bridges."""
+    with _ipr() as ipr:
+        links = _links(ipr)
+        for name, bridge in ((host.mgmt_veth, MGMT_BRIDGE), (host.underlay_veth, UNDERLAY_BRIDGE)):
+            if name not in links or links[name][1] != OWNER_TAG or bridge not in links:
+                return False
+            link = ipr.get_links(links[name][0])[0]
+            if link.get_attr("IFLA_MASTER") != links[bridge][0] or link["flags"] & 1 == 0:
+                return False
+    return True
+
+
 def unplug(host: Hypervisor) -> None:
     """Remove the hypervisor's veths (ours only) from the root namespace."""
     with _ipr() as ipr:

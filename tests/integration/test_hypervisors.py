@@ -183,6 +183,18 @@ def test_a_lab_across_the_hypervisors_plans_over_ssh(hosts: dict[str, Any],
         assert domains.strip() == ""
 
 
+def test_up_repairs_a_lost_link_and_a_stopped_daemon(hosts: dict[str, Any]) -> None:
+    run("ip", "link", "del", "vlhv1-underlay")
+    inside("hv2", "sh", "-c", "kill $(cat /run/sshd.pid)")
+    again = json.loads(provision("hosts", "up", "2", "--inventory", str(hosts["inventory"]),
+                                 "--json").stdout)  # fmt: skip
+    assert [(h["action"], h["log"]) for h in again["hosts"]] == [
+        ("repaired", ["replaced its veths"]), ("repaired", ["started sshd"])]
+    assert "1 packets received" in inside("hv1", "busybox", "ping", "-c", "1", "-W", "2",
+                                          hosts["vars"]["hv2"]["virtio_lab_underlay_ip"])
+    assert ssh(hosts["vars"]["hv2"], "hostname").stdout.strip() == "hv2"
+
+
 def test_a_second_up_changes_nothing(hosts: dict[str, Any]) -> None:
     again = json.loads(provision("hosts", "up", "2", "--inventory", str(hosts["inventory"]),
                                  "--json").stdout)  # fmt: skip
