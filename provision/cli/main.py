@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per check")
     p.add_argument("--perf", action="store_true", help="also measure iperf3 throughput")
     p.set_defaults(func=c.verify)
+    from provision.cli import hosts
+    hosts.add_parser(sub)
     return parser
 
 

@@ -33,6 +33,7 @@ REQUIRED_PACKAGES: tuple[str, ...] = (
     "qemu-system-x86", "qemu-utils", "libvirt-daemon-system", "libvirt-clients", "libvirt-dev",
     "pkg-config", "openvswitch-switch", "linux-image-amd64", "busybox-static",
     "qemu-guest-agent", "ethtool", "iperf3", "iproute2", "libxml2-utils",
+    "openssh-server",  # sshd of the namespace hypervisors (`provision hosts`)
 )  # fmt: skip
 
 # Kernel modules `host prepare` loads when the kernel has them but has not loaded them.
