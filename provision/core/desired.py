@@ -6,10 +6,12 @@ object, tags it as owned by the lab, and renders each domain's XML.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from provision.core import render
 from provision.core.owner import Owner, domain_name, nic_mac, tap_name
+from provision.core.placement import guest_mtus
 from provision.core.spec import Lab, VmSpec, nic_queues, spec_hash
 from provision.errors import HostError, SpecError
 from provision.host.probe import HostCaps
@@ -33,6 +35,7 @@ class DesiredPort:
     owner: Owner  # Port and Interface external_ids
     type: str = ""  # OVS Interface.type: "" (a tap or a host NIC), "geneve", "vxlan"
     options: tuple[tuple[str, str], ...] = ()  # OVS Interface.options, sorted by key
+    role: str = "nic"  # "nic" (a VM's tap), "uplink" (a host NIC), "tunnel" (to a peer host)
 
     @property
     def external_ids(self) -> dict[str, str]:
@@ -115,9 +118,13 @@ def resolve_bridge_type(lab: Lab, index: int, caps: HostCaps) -> str:
     return caps.best_ovs_datapath_type if wanted == "auto" else wanted
 
 
-def desired_state(lab: Lab, caps: HostCaps, image: GuestImage, strict: bool = True) -> DesiredLab:
+def desired_state(lab: Lab, caps: HostCaps, image: GuestImage, strict: bool = True,
+                  mtus: Mapping[str, int] | None = None) -> DesiredLab:
     """Everything the lab owns on this host, named, tagged and rendered; ``strict=False``
-    renders a backend the host cannot give as asked (for verify) instead of refusing."""
+    renders a backend the host cannot give as asked (for verify) instead of refusing.
+    ``mtus``: the guest MTU of NICs per bridge (``tunnels.guest_mtus`` of the whole lab,
+    when ``lab`` holds only one host's VMs); by default from ``lab`` itself."""
+    mtus = guest_mtus(lab) if mtus is None else mtus
     backend = resolve_backend(lab, caps, strict)
     bridges = tuple(
         DesiredBridge(b.name, resolve_bridge_type(lab, i, caps), Owner(lab.name))
@@ -132,7 +139,12 @@ def desired_state(lab: Lab, caps: HostCaps, image: GuestImage, strict: bool = Tr
             owner = Owner(lab.name, vm.name, i)
             taps.append(DesiredTap(tap, owner, nic_queues(vm, nic)))
             ports.append(DesiredPort(tap, nic.bridge, nic.vlan, nic.trunk_vlans, owner))
-        domains.append(_desired_domain(lab, vm, caps, image, backend, bridges))
+        domains.append(_desired_domain(lab, vm, caps, image, backend, bridges, mtus))
+    ports.extend(
+        DesiredPort(b.uplink.interface, b.name, b.uplink.tag, b.uplink.trunks, Owner(lab.name),
+                    role="uplink")
+        for b in lab.bridges if b.uplink is not None
+    )
     return DesiredLab(
         lab.name, backend, caps.domain_type, bridges, tuple(taps), tuple(ports), tuple(domains)
     )
@@ -155,7 +167,7 @@ def _guest_nics(lab: Lab, vm: VmSpec) -> tuple[GuestNic, ...]:
 
 def _desired_domain(
     lab: Lab, vm: VmSpec, caps: HostCaps, image: GuestImage, backend: str,
-    bridges: tuple[DesiredBridge, ...],
+    bridges: tuple[DesiredBridge, ...], mtus: Mapping[str, int],
 ) -> DesiredDomain:
     nics = _guest_nics(lab, vm)
     name = domain_name(lab.name, vm.name)
@@ -179,6 +191,7 @@ def _desired_domain(
             # OVS's userspace datapath never completes checksums a guest leaves to the NIC
             # (TCP dies with bad checksums while ping works): no offload on netdev bridges.
             "host_csum": spec.bridge not in netdev,
+            "mtu": mtus.get(spec.bridge),  # <mtu size>: the tap's and the guest NIC's MTU
         }
         for i, (n, spec) in enumerate(zip(nics, vm.nics, strict=True))
     ]

@@ -50,6 +50,7 @@ def interface_facts(iface: ET.Element) -> dict[str, Any]:
         "rx_queue_size": attr("driver", "rx_queue_size"),
         "tx_queue_size": attr("driver", "tx_queue_size"),
         "host_csum": attr("driver/host", "csum"),
+        "mtu": attr("mtu", "size"),
     }
 
 

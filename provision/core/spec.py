@@ -10,6 +10,7 @@ it), raised before the host is touched.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 import warnings
@@ -181,12 +182,56 @@ class VmSpec(_Strict):
         return self
 
 
+class UplinkSpec(_Strict):
+    """A host interface through which a bridge reaches the outside. The lab adds and owns
+    its OVS port; the interface itself (addresses, MTU, state) stays the host's."""
+
+    interface: StrictStr = Field(pattern=BRIDGE_NAME)  # the host NIC; OVS Port/Interface.name
+    vlan_mode: Literal["trunk", "access"] = "trunk"
+    # trunk: the VLANs it carries (none listed: every VLAN); access: exactly one, its tag
+    vlans: tuple[StrictInt, ...] = ()
+    probe: ipaddress.IPv4Address | None = None  # an outside address the bridge's VMs reach
+
+    @field_validator("vlans")
+    @classmethod
+    def _vlan_ids(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        for vid in v:
+            if not 1 <= vid <= 4094:
+                raise ValueError(f"{vid} is not a VLAN ID; use 1 to 4094")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a VLAN twice")
+        return v
+
+    @field_validator("probe", mode="before")
+    @classmethod
+    def _probe_text(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, str):
+            raise ValueError(f"is {yaml_value(v)}; write an address such as 192.0.2.1")
+        return v
+
+    @model_validator(mode="after")
+    def _access_has_one(self) -> UplinkSpec:
+        if self.vlan_mode == "access" and len(self.vlans) != 1:
+            raise _PathError("vlans", "an access uplink carries exactly one VLAN: "
+                             "vlans: [100]")
+        return self
+
+    @property
+    def tag(self) -> int | None:
+        return self.vlans[0] if self.vlan_mode == "access" else None
+
+    @property
+    def trunks(self) -> tuple[int, ...]:
+        return tuple(sorted(self.vlans)) if self.vlan_mode == "trunk" else ()
+
+
 class BridgeSpec(_Strict):
     """An OVS bridge. If it exists already and the lab did not create it, the lab uses it
     and never deletes it."""
 
     name: StrictStr = Field(pattern=BRIDGE_NAME)  # OVS Bridge.name
     datapath_type: Literal["auto", "system", "netdev"] = "auto"  # OVS Bridge.datapath_type
+    uplink: UplinkSpec | None = None  # a host NIC joined to the bridge as an owned port
 
     @field_validator("name")
     @classmethod
@@ -198,6 +243,15 @@ class BridgeSpec(_Strict):
         return v
 
 
+class TunnelSpec(_Strict):
+    """How the copies of a bridge on several hypervisors are joined (``core/tunnels``)."""
+
+    type: Literal["geneve", "vxlan"] = "geneve"  # OVS Interface.type of each tunnel port
+    # MTU of the network between the hypervisors; guest NICs on a bridge that spans hosts
+    # get this minus the encapsulation (50 bytes), so full-size frames still cross
+    underlay_mtu: StrictInt = Field(default=1500, ge=1330, le=9216)
+
+
 class Lab(_Strict):
     """A lab: bridges and VMs, every object tagged as owned by ``name``."""
 
@@ -205,6 +259,7 @@ class Lab(_Strict):
     backend: Literal["auto", "vhost-net", "userspace"] = "auto"  # virtio backend in the host
     bridges: tuple[BridgeSpec, ...] = Field(min_length=1)
     vms: tuple[VmSpec, ...] = ()
+    tunnels: TunnelSpec = TunnelSpec()
 
     @field_validator("name", mode="before")
     @classmethod
@@ -250,7 +305,24 @@ class Lab(_Strict):
                 raise _PathError(f"bridges[{bi}].name", f"{shown(bridge.name)} is also the tap of "
                                  f"{taps[bridge.name]} (taps are <lab>-<vm>-<nic>); rename the "
                                  "bridge")
+        self._check_uplinks(taps)
         return self
+
+    def _check_uplinks(self, taps: dict[str, str]) -> None:
+        """An uplink is a host NIC: not a bridge, not a tap, and on one bridge only."""
+        bridges = {b.name for b in self.bridges}
+        seen: dict[str, str] = {}
+        for bi, bridge in enumerate(self.bridges):
+            if bridge.uplink is None:
+                continue
+            key, name = f"bridges[{bi}].uplink.interface", bridge.uplink.interface
+            if name in bridges or name in taps:
+                what = "a bridge of the lab" if name in bridges else f"the tap of {taps[name]}"
+                raise _PathError(key, f"{shown(name)} is {what}; name a host NIC such as eth1")
+            if name in seen:
+                raise _PathError(key, f"{shown(name)} is also the uplink of {seen[name]}; "
+                                 "a NIC joins one bridge")
+            seen[name] = f"bridges[{bi}]"
 
     def _check_addresses(self) -> dict[str, str]:
         """Refuse a MAC, IP or tap name used twice; the taps, each with its NIC's key path."""

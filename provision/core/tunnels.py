@@ -15,13 +15,11 @@ from collections.abc import Mapping
 
 from provision.core.desired import DesiredPort
 from provision.core.owner import Owner
+from provision.core.placement import bridge_hosts
 from provision.core.spec import Lab
 from provision.errors import SpecError
 
 UNDERLAY_VAR = "virtio_lab_underlay_ip"  # the inventory host variable with its underlay address
-# Bytes a tunnel adds to each frame over IPv4: outer Ethernet 14 + IPv4 20 + UDP 8 + the
-# header (Geneve 8 with no options, VXLAN 8). A guest MTU of underlay MTU - 50 fits.
-OVERHEAD = {"geneve": 50, "vxlan": 50}
 
 
 def vni(lab: str, bridge: str) -> int:
@@ -33,15 +31,6 @@ def vni(lab: str, bridge: str) -> int:
 def tunnel_name(lab: str, bridge: str, peer: str) -> str:
     """The OVS port (and interface) of the tunnel to ``peer``: 13 characters, fits IFNAMSIZ."""
     return "vt" + hashlib.sha256(f"{lab}/{bridge}/{peer}".encode()).hexdigest()[:11]
-
-
-def bridge_hosts(lab: Lab) -> dict[str, tuple[str, ...]]:
-    """For each bridge, the inventory hosts that run VMs with a NIC on it, sorted."""
-    hosts: dict[str, set[str]] = {b.name: set() for b in lab.bridges}
-    for vm in lab.vms:
-        for nic in vm.nics:
-            hosts[nic.bridge].add(vm.host)
-    return {name: tuple(sorted(h)) for name, h in hosts.items()}
 
 
 def desired_tunnels(lab: Lab, host: str, underlay: Mapping[str, str | None],
@@ -67,5 +56,6 @@ def desired_tunnels(lab: Lab, host: str, underlay: Mapping[str, str | None],
                 tunnel_name(lab.name, bridge, peer), bridge, None, (), Owner(lab.name),
                 type=kind,
                 options=(("key", str(vni(lab.name, bridge))), ("remote_ip", str(remote))),
+                role="tunnel",
             ))
     return tuple(ports)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from provision.core.observed import ObservedLab, ObservedPort
+from provision.core.placement import bridge_hosts
 from provision.core.plan import plan_changes
 from provision.core.spec import parse_lab
-from provision.core.tunnels import bridge_hosts, desired_tunnels, tunnel_name, vni
+from provision.core.tunnels import desired_tunnels, tunnel_name, vni
 from provision.errors import SpecError
 
 from .helpers import IMAGE, caps
