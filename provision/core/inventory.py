@@ -27,13 +27,28 @@ class Inventory:
     """The validated lab and the inventory around it."""
 
     lab: Lab
-    hosts: tuple[str, ...]  # all.hosts and the hosts of every group below all.children
+    # all.hosts and the hosts of every group below all.children; None: not known (a lab
+    # Ansible hands over, having placed it itself)
+    hosts: tuple[str, ...] | None
     # per host, as Ansible ranks them: the vars of the groups it is in (all first, children
     # after), then its own; at one rank, a later inventory wins
     host_vars: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def var(self, host: str, name: str) -> Any:
         return self.host_vars.get(host, {}).get(name)
+
+    def placed(self, host: str | None) -> Lab:
+        """The lab with only the VMs placed on ``host`` (every bridge stays: each hypervisor
+        of a lab carries all of its bridges); the whole lab when ``host`` is None."""
+        if host is None:
+            return self.lab
+        if self.hosts is not None and host not in self.hosts:
+            # Filtering by a name the inventory lacks would drop every VM, and `up` would
+            # then remove the running ones as "not in the lab".
+            raise SpecError("--host", f"{shown(host)} is not a host of the inventory "
+                            f"({_listed(self.hosts)}); name one of them")
+        return self.lab.model_copy(update={"vms": tuple(v for v in self.lab.vms
+                                                        if v.host == host)})
 
 
 def load_lab(path: str | Path) -> Lab:

@@ -90,5 +90,6 @@ class ObservedLab:
     # domain name -> MAC -> NIC; a running domain whose agent did not answer is absent
     guests: dict[str, dict[str, ObservedGuestNic]] = field(default_factory=dict)
     guests_observed: bool = False  # False: the guests were not asked (e.g. for teardown)
-    # Linux interfaces (not OVS bridges) holding the name of a bridge the lab wants
+    # which of the names the lab wants for new bridges, and of its uplinks, are Linux
+    # interfaces here (a bridge's name taken; an uplink's NIC present)
     links: frozenset[str] = frozenset()

@@ -22,7 +22,7 @@ from provision.core.desired import (
 )
 from provision.core.observed import ObservedLab
 from provision.core.owner import owned_by
-from provision.errors import OperationError
+from provision.errors import HostError, OperationError
 
 # Apply order, the one place it is written down. Removals run first for domains (they hold
 # taps) and last for taps; the OVS phase is one transaction.
@@ -116,6 +116,10 @@ def _check_conflicts(desired: DesiredLab, observed: ObservedLab) -> None:
                 "bridge; rename the bridge in the lab file (virtio-lab never touches what it "
                 "does not own)"
             )
+    for port in desired.ports:
+        if port.role == "uplink" and port.name not in observed.links:
+            raise HostError(f"uplink {port.name} of bridge {port.bridge}: no such interface on "
+                            "this host; name a NIC that `ip link` shows, or drop the uplink")
     for kind, wanted, seen_by_name, fix in kinds:
         for obj in wanted:
             seen = seen_by_name.get(obj.name)

@@ -92,6 +92,7 @@ def observe_lab(
     want_br = [x.name for x in desired.bridges] if desired else []
     want_ports = [x.name for x in desired.ports] if desired else []
     want_doms = [x.name for x in desired.domains] if desired else []
+    uplinks = [x.name for x in desired.ports if x.role == "uplink"] if desired else []
     bridges, ports = b.ovs.observe(lab, want_br, want_ports)
     observed = ObservedLab(
         lab=lab,
@@ -99,7 +100,7 @@ def observe_lab(
         ports=ports,
         taps=taps.observe_taps(lab, want_ports),
         domains=virt.observe_domains(b.conn, lab, want_doms),
-        links=taps.existing_links(n for n in want_br if n not in bridges),
+        links=taps.existing_links([n for n in want_br if n not in bridges] + uplinks),
     )
     if guests:
         running = [d for d in observed.domains.values() if d.running and d.owner]

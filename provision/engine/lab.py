@@ -5,16 +5,18 @@ down of a lab file, returning data. No printing here; progress goes through ``Pr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provision.core import desired, inventory, plan, spec
+from provision.core import desired, inventory, plan, spec, tunnels
+from provision.core.placement import guest_mtus
 from provision.engine import converge
 from provision.engine.converge import Progress
 from provision.errors import HostError, OperationError, SpecError
@@ -46,27 +48,25 @@ class LabResult:
                 "readback_seconds": round(self.readback_seconds, 3)}
 
 
-# A lab file, or a lab already validated by ``spec.parse_lab`` (Ansible passes its `lab` var).
-LabSource = str | Path | spec.Lab
+# A lab file, a lab already validated by ``spec.parse_lab`` (Ansible passes its `lab` var),
+# or an inventory (Ansible's, when the lab spans hosts: it carries their underlay addresses).
+LabSource = str | Path | spec.Lab | inventory.Inventory
+
+
+def lab_inventory(source: LabSource, extra: Sequence[str | Path] = ()) -> inventory.Inventory:
+    """The lab and its inventory: a lab file read with ``extra`` inventories (more hosts and
+    host variables, as `ansible-playbook -i hosts.yml -i lab.yml`), or what Ansible gave."""
+    if isinstance(source, inventory.Inventory):
+        return source
+    if isinstance(source, spec.Lab):
+        return inventory.Inventory(source, None)
+    _check_lab_file(source)
+    return inventory.load_inventory(source, extra)
 
 
 def lab_spec(source: LabSource, host: str | None = None) -> spec.Lab:
-    """The validated lab; with ``host``, only the VMs placed on that inventory host (every
-    bridge stays: each hypervisor of a lab carries all of its bridges)."""
-    if isinstance(source, spec.Lab):  # Ansible: its own inventory names the host
-        lab, hosts = source, None
-    else:
-        _check_lab_file(source)
-        inv = inventory.load_inventory(source)
-        lab, hosts = inv.lab, inv.hosts
-    if host is None:
-        return lab
-    if hosts is not None and host not in hosts:
-        # Filtering by a name the inventory lacks would drop every VM, and `up` would then
-        # remove the running ones as "not in the lab".
-        raise SpecError("--host", f"{host!r} is not a host of the inventory "
-                        f"({', '.join(hosts)}); name one of them")
-    return lab.model_copy(update={"vms": tuple(vm for vm in lab.vms if vm.host == host)})
+    """The validated lab; with ``host``, only the VMs placed on that inventory host."""
+    return lab_inventory(source).placed(host)
 
 
 def _check_lab_file(path: str | Path) -> None:
@@ -186,11 +186,20 @@ def _make_run_dir(directory: Path) -> None:
                         f"set {RUNDIR_ENV} to a directory you can write") from None
 
 
-def load(path: LabSource, host: str | None = None) -> tuple[spec.Lab, desired.DesiredLab]:
-    """Validate the lab file and resolve it against this host; touches nothing."""
-    lab = lab_spec(path, host)
+def load(path: LabSource, host: str | None = None, extra: Sequence[str | Path] = ()
+         ) -> tuple[spec.Lab, desired.DesiredLab]:
+    """Validate the lab file and resolve it against this host; touches nothing. With
+    ``host``, the host gets its own VMs and the tunnels of every bridge it shares with other
+    hosts (their addresses: each host's ``virtio_lab_underlay_ip``)."""
+    inv = lab_inventory(path, extra)
+    lab = inv.placed(host)
     img = image.load_image(lab.vms[0].image if lab.vms else "tiny")
-    return lab, desired.desired_state(lab, lab_caps(), img)
+    want = desired.desired_state(lab, lab_caps(), img, mtus=guest_mtus(inv.lab))
+    if host is None:
+        return lab, want
+    underlay = {vm.host: inv.var(vm.host, tunnels.UNDERLAY_VAR) for vm in inv.lab.vms}
+    mesh = tunnels.desired_tunnels(inv.lab, host, underlay, inv.lab.tunnels.type)
+    return lab, dataclasses.replace(want, ports=want.ports + mesh)
 
 
 def plan_lab(path: LabSource, host: str | None = None) -> LabResult:

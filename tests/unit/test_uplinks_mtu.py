@@ -89,3 +89,16 @@ def test_nics_on_a_bridge_that_spans_hosts_get_the_underlay_mtu_minus_the_tunnel
 def test_the_underlay_mtu_has_bounds() -> None:
     with pytest.raises(SpecError, match=r"lab\.tunnels\.underlay_mtu"):
         spanning_lab(underlay_mtu=576)
+
+
+def test_a_missing_uplink_nic_is_a_host_error_before_any_change() -> None:
+    from provision.core.observed import ObservedLab
+    from provision.core.plan import plan_changes
+    from provision.errors import HostError
+
+    want = desired_state(parse_lab(uplinked()), caps(), IMAGE)
+    with pytest.raises(HostError, match="uplink eth1 of bridge br-up: no such interface"):
+        plan_changes(want, ObservedLab(lab="up"))
+    plan = plan_changes(want, ObservedLab(lab="up", links=frozenset({"eth1"})))
+    created = {(c.kind, c.target) for c in plan.changes if c.action == "create"}
+    assert ("port", "eth1") in created and ("tap", "eth1") not in created
