@@ -164,7 +164,7 @@ def _print_plan(p: plan.Plan, as_json: bool, extra: dict | None = None) -> None:
 
 
 def plan_cmd(args: argparse.Namespace) -> int:
-    result = lab.plan_lab(args.lab, args.host)
+    result = lab.plan_lab(args.lab, args.host, extra=args.inventory)
     _print_plan(result.plan, args.json, {"backend": result.backend})
     return 0 if result.plan.in_sync else 2
 
@@ -176,7 +176,7 @@ def up(args: argparse.Namespace) -> int:
 
     with RichProgress(err, enabled=not args.json) as progress:
         result = lab.up_lab(args.lab, progress, agent_timeout=args.timeout, on_plan=show,
-                            host=args.host)
+                            host=args.host, extra=args.inventory)
     if args.json:
         _emit_json(result.to_dict())
     elif not result.changed:

@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("plan", "up"):
             p.add_argument("--host", metavar="NAME",
                            help="place only the VMs whose `host:` is NAME (default: all VMs)")
+            p.add_argument("-i", "--inventory", metavar="FILE", action="append", default=[],
+                           help="another Ansible inventory with hosts and host variables, "
+                           "e.g. the hosts.yml of `provision hosts up` (repeatable)")
         if name == "up":
             p.add_argument(
                 "--timeout",

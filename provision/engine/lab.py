@@ -202,10 +202,11 @@ def load(path: LabSource, host: str | None = None, extra: Sequence[str | Path] =
     return lab, dataclasses.replace(want, ports=want.ports + mesh)
 
 
-def plan_lab(path: LabSource, host: str | None = None) -> LabResult:
+def plan_lab(path: LabSource, host: str | None = None, extra: Sequence[str | Path] = ()
+             ) -> LabResult:
     """The changes `up` would make; nothing on the host changes."""
     t0 = time.monotonic()
-    lab, want = load(path, host)
+    lab, want = load(path, host, extra)
     with converge.open_backends() as b:
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
     p.notes[:0] = _notes(path, host, lab)
@@ -214,7 +215,8 @@ def plan_lab(path: LabSource, host: str | None = None) -> LabResult:
 
 
 def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: float = 300.0,
-           on_plan: Any = None, host: str | None = None) -> LabResult:
+           on_plan: Any = None, host: str | None = None, extra: Sequence[str | Path] = ()
+           ) -> LabResult:
     """Converge the host to the lab, then read back: observe and plan again, and fail
     naming every object that did not reach the lab's state. An empty plan changes nothing
     and says so.
@@ -223,7 +225,7 @@ def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: flo
     removed (a VM moved to another hypervisor leaves this one).
     """
     t0 = time.monotonic()
-    lab, want = load(path, host)
+    lab, want = load(path, host, extra)
     with lab_lock(want.lab), converge.open_backends() as b:
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
         p.notes[:0] = _notes(path, host, lab)
