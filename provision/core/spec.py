@@ -248,7 +248,7 @@ class TunnelSpec(_Strict):
 
     type: Literal["geneve", "vxlan"] = "geneve"  # OVS Interface.type of each tunnel port
     # MTU of the network between the hypervisors; guest NICs on a bridge that spans hosts
-    # get this minus the encapsulation (50 bytes), so full-size frames still cross
+    # get this minus the encapsulation (54 bytes), so full-size frames still cross
     underlay_mtu: StrictInt = Field(default=1500, ge=1330, le=9216)
 
 

@@ -75,15 +75,15 @@ def nic_mtus(xml: str) -> list[str | None]:
 
 def test_nics_on_a_bridge_that_spans_hosts_get_the_underlay_mtu_minus_the_tunnel() -> None:
     lab = spanning_lab()
-    assert spanning(lab) == ("br-a",) and guest_mtus(lab) == {"br-a": 1450}
+    assert spanning(lab) == ("br-a",) and guest_mtus(lab) == {"br-a": 1446}
     want = desired_state(lab, caps(), IMAGE)
-    assert nic_mtus(want.domains[0].xml) == ["1450", None]  # br-a spans hosts, br-b does not
+    assert nic_mtus(want.domains[0].xml) == ["1446", None]  # br-a spans hosts, br-b does not
     jumbo = spanning_lab(type="vxlan", underlay_mtu=9000)
-    assert guest_mtus(jumbo) == {"br-a": 8950}
+    assert guest_mtus(jumbo) == {"br-a": 8946}
     # the MTU comes from the whole lab even when only one host's VMs are rendered
     mine = lab.model_copy(update={"vms": lab.vms[:1]})
     assert nic_mtus(desired_state(mine, caps(), IMAGE, mtus=guest_mtus(lab)).domains[0].xml) \
-        == ["1450", None]
+        == ["1446", None]
 
 
 def test_the_underlay_mtu_has_bounds() -> None:
