@@ -67,13 +67,17 @@ def host_prepare(args: argparse.Namespace) -> int:
     if args.check:
         return _host_prepare_check(args)
     from provision.host.prepare import prepare_host
+    from provision.host.probe import ovs_datapath_types
+    from provision.host.underlay import ensure_underlay, parse_underlay
 
-    log = (lambda s: None) if args.json else (lambda s: err.print(f"[dim]{s}[/]"))
+    underlay = parse_underlay(args.underlay) if args.underlay else None  # bad input: no change
+    log = (lambda s: None) if args.json else (lambda s: err.print(s, style="dim", markup=False))
     result = prepare_host(log=log, install=not args.no_install)
+    moved = ensure_underlay(*underlay, ovs_datapath_types(), log) if underlay else []
     if args.json:
-        _emit_json(result.to_dict())
+        _emit_json({**result.to_dict(), "underlay": moved})
     else:  # each action was logged as it happened
-        n = len(result.actions)
+        n = len(result.actions) + len(moved)
         out.print(f"host ready: {n} action(s) taken" if n else "host ready: nothing to do")
     return 0
 

@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="print what would be installed, loaded and started; change nothing "
                    "(exit 0 nothing to do, 2 actions pending)")
+    p.add_argument("--underlay", metavar="NIC=ADDRESS/PREFIX",
+                   help="on the userspace datapath, put NIC and the tunnel address on the OVS "
+                   "bridge vlab-underlay (changes NIC: only when asked), e.g. "
+                   "eth1=192.168.251.1/24")
     _add_json(p)
     p.set_defaults(func=c.host_prepare)
 

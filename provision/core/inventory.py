@@ -37,6 +37,13 @@ class Inventory:
     def var(self, host: str, name: str) -> Any:
         return self.host_vars.get(host, {}).get(name)
 
+    def with_var(self, name: str, by_host: Mapping[str, Any]) -> Inventory:
+        """This inventory with host variable ``name`` set for the hosts of ``by_host``."""
+        merged = {h: dict(v) for h, v in self.host_vars.items()}
+        for host, value in by_host.items():
+            merged.setdefault(host, {})[name] = value
+        return Inventory(self.lab, self.hosts, merged)
+
     def placed(self, host: str | None) -> Lab:
         """The lab with only the VMs placed on ``host`` (every bridge stays: each hypervisor
         of a lab carries all of its bridges); the whole lab when ``host`` is None."""

@@ -92,7 +92,7 @@ def unique_name() -> str:
     return "vlt" + secrets.token_hex(2)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # per module: test_faults restarts libvirtd
 def conn() -> Iterator[libvirt.virConnect]:
     c = libvirt.open("qemu:///system")
     yield c

@@ -45,11 +45,16 @@ def two_vm_lab(name: str) -> dict:
     ]}
 
 
-def domains(conn: libvirt.virConnect, lab: str) -> dict[str, bool]:
+def libvirt_conn() -> libvirt.virConnect:
+    """A new connection each time: these tests restart libvirtd under their own feet."""
+    return libvirt.open("qemu:///system")
+
+
+def domains(lab: str) -> dict[str, bool]:
     """The lab's domains by name (their names start with `<lab>-`), and whether each runs;
     one removed while we look is left out."""
     found = {}
-    for d in conn.listAllDomains():
+    for d in libvirt_conn().listAllDomains():
         if d.name().startswith(f"{lab}-"):
             with contextlib.suppress(libvirt.libvirtError):
                 found[d.name()] = bool(d.isActive())
@@ -62,8 +67,8 @@ def owned_ports(lab: str) -> list[str]:
     return out.split()
 
 
-def assert_nothing_left(conn: libvirt.virConnect, lab: str) -> None:
-    assert domains(conn, lab) == {}
+def assert_nothing_left(lab: str) -> None:
+    assert domains(lab) == {}
     assert f"br-{lab}" not in vsctl("list-br").split()
     assert owned_ports(lab) == []
     for vm in ("vm1", "vm2"):
@@ -103,7 +108,7 @@ def run_killed_when(args: list[str], reached: Callable[[], bool], what: str,
 
 
 @pytest.fixture(scope="module")
-def killed_lab(conn: libvirt.virConnect, tmp_path_factory: pytest.TempPathFactory
+def killed_lab(tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[tuple[str, Path, list[float]]]:
     """A lab whose `up` was SIGKILLed at four moments in turn, each run starting from what
     the killed one left, and then run once more to the end."""
@@ -125,22 +130,22 @@ def killed_lab(conn: libvirt.virConnect, tmp_path_factory: pytest.TempPathFactor
         up_killed_when(path, lambda: link(f"{name}-vm1-0") is not None, "the first tap",
                        meanwhile=second_up)
         up_killed_when(path, lambda: f"br-{name}" in vsctl("list-br").split(), "the bridge")
-        up_killed_when(path, lambda: f"{name}-vm1" in domains(conn, name), "the first domain")
-        up_killed_when(path, lambda: domains(conn, name).get(f"{name}-vm2", False),
+        up_killed_when(path, lambda: f"{name}-vm1" in domains(name), "the first domain")
+        up_killed_when(path, lambda: domains(name).get(f"{name}-vm2", False),
                        "both domains running")
         yield name, path, contention
     finally:
-        force_cleanup(conn, name, path)
+        force_cleanup(libvirt_conn(), name, path)
 
 
 def test_up_after_sigkills_converges_and_verifies(killed_lab: tuple[str, Path, list[float]],
-                                                   conn: libvirt.virConnect) -> None:
+                                                   ) -> None:
     name, path, _ = killed_lab
     before = provision_json("plan", str(path), expect=2)  # the killed runs left work to do
     assert before["changes"], before
     up = provision_json("up", str(path))
     assert up["changed"] is True
-    assert domains(conn, name) == {f"{name}-vm1": True, f"{name}-vm2": True}
+    assert domains(name) == {f"{name}-vm1": True, f"{name}-vm2": True}
     assert provision_json("plan", str(path))["in_sync"] is True
     assert_verify_passes(path)
 
@@ -185,17 +190,17 @@ def test_a_daemon_restarted_under_a_running_lab_leaves_it_in_sync_and_passing(
 
 
 def test_down_after_the_faults_leaves_nothing(killed_lab: tuple[str, Path, list[float]],
-                                             conn: libvirt.virConnect) -> None:
+                                             ) -> None:
     name, path, _ = killed_lab
-    assert len(domains(conn, name)) == 2
-    run_killed_when(["down", str(path)], lambda: len(domains(conn, name)) < 2,
+    assert len(domains(name)) == 2
+    run_killed_when(["down", str(path)], lambda: len(domains(name)) < 2,
                     "the first domain removed")
     assert provision_json("down", str(path))["changed"] is True
-    assert_nothing_left(conn, name)
+    assert_nothing_left(name)
 
 
 def test_two_labs_brought_up_at_once_both_come_up(
-        conn: libvirt.virConnect, tmp_path: Path) -> None:
+        tmp_path: Path) -> None:
     names = [unique_name(), unique_name()]
     paths = [write_lab(tmp_path / f"{n}.yml", {
         "name": n, "bridges": [{"name": f"br-{n}"}],
@@ -209,19 +214,19 @@ def test_two_labs_brought_up_at_once_both_come_up(
         for code, out, err in results:
             assert code == 0, out + err
         for n, p in zip(names, paths, strict=True):
-            assert domains(conn, n) == {f"{n}-vm1": True}
+            assert domains(n) == {f"{n}-vm1": True}
             assert provision_json("plan", str(p))["in_sync"] is True
             assert_verify_passes(p)
     finally:
         for n, p in zip(names, paths, strict=True):
-            force_cleanup(conn, n, p)
+            force_cleanup(libvirt_conn(), n, p)
     for n in names:
-        assert_nothing_left(conn, n)
+        assert_nothing_left(n)
 
 
 @pytest.mark.parametrize("daemon", ["ovsdb-server", "ovs-vswitchd", "virtlogd", "libvirtd"])
 def test_up_with_a_daemon_stopped_exits_4_naming_it_and_changes_nothing(
-        conn: libvirt.virConnect, tmp_path: Path, daemon: str) -> None:
+        tmp_path: Path, daemon: str) -> None:
     name = unique_name()
     path = write_lab(tmp_path / f"{name}.yml", two_vm_lab(name))
     daemon_stop(daemon)
@@ -233,21 +238,26 @@ def test_up_with_a_daemon_stopped_exits_4_naming_it_and_changes_nothing(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and daemon in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
-    assert_nothing_left(conn, name)
+    assert_nothing_left(name)
 
 
-def test_a_bridge_named_like_a_host_interface_is_refused(
-        conn: libvirt.virConnect, tmp_path: Path) -> None:
+def test_a_bridge_named_like_a_host_interface_is_refused(tmp_path: Path) -> None:
     name = unique_name()
+    nic = f"{name}nic"  # a host interface of the test's own, not an OVS bridge
     lab = two_vm_lab(name)
-    lab["bridges"][0]["name"] = "lo"
+    lab["bridges"][0]["name"] = nic
     for vm in lab["vms"]:
-        vm["nics"][0]["bridge"] = "lo"
+        vm["nics"][0]["bridge"] = nic
     path = write_lab(tmp_path / f"{name}.yml", lab)
-    for command in ("plan", "up"):
-        proc = provision(command, str(path), check=False)
-        assert proc.returncode == 1, proc.stdout + proc.stderr
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and "bridge lo: a Linux interface" in lines[0], proc.stderr
-    assert "lo" not in vsctl("list-br").split()
-    assert_nothing_left(conn, name)
+    run("ip", "link", "add", nic, "type", "veth", "peer", "name", f"{name}peer")
+    try:
+        for command in ("plan", "up"):
+            proc = provision(command, str(path), check=False)
+            assert proc.returncode == 1, proc.stdout + proc.stderr
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and f"bridge {nic}: a Linux interface" in lines[0], proc.stderr
+        assert nic not in vsctl("list-br").split()
+        assert link(nic)["linkinfo"]["info_kind"] == "veth"  # untouched: still the test's veth
+        assert_nothing_left(name)
+    finally:
+        run("ip", "link", "del", nic, check=False)

@@ -37,6 +37,16 @@ options:
       - Skipped in check mode.
     type: bool
     default: true
+  underlay:
+    description:
+      - C(NIC=ADDRESS/PREFIX), e.g. C(eth1=192.168.251.1/24). On a host whose OVS runs the
+        userspace (netdev) datapath, tunnels between hypervisors need the underlay address on
+        an OVS bridge that holds the underlay NIC; this makes the bridge C(vlab-underlay), adds
+        the NIC to it and moves the address from the NIC to it. On the kernel datapath nothing
+        is done (the routing table carries tunnels).
+      - It changes the NIC, so it is done only when given (C(playbooks/host.yml) passes it when
+        the host sets C(virtio_lab_underlay_interface)). Skipped in check mode.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -174,6 +184,16 @@ def prepare(install: bool, image: bool, smoke_test: bool, caps: Any
     return actions, facts
 
 
+def underlay(text: str) -> list[dict[str, str]]:
+    """The underlay NIC and address on the OVS bridge vlab-underlay (userspace datapath)."""
+    from provision.host.probe import ovs_datapath_types
+    from provision.host.underlay import UNDERLAY_BRIDGE, ensure_underlay, parse_underlay
+
+    nic, address = parse_underlay(text)
+    done = ensure_underlay(nic, address, ovs_datapath_types())
+    return [{"kind": "underlay", "target": UNDERLAY_BRIDGE, "reason": d} for d in done]
+
+
 def host_caps(probe: Any = None) -> dict[str, Any]:
     """``provision host check --json``, with the KVM answer lab commands use (cached per boot),
     so emulator and machine are the ones labs get."""
@@ -188,6 +208,7 @@ def main() -> None:
             "install": {"type": "bool", "default": True},
             "image": {"type": "bool", "default": True},
             "smoke_test": {"type": "bool", "default": True},
+            "underlay": {"type": "str"},
         },
         supports_check_mode=True,
     )
@@ -206,6 +227,8 @@ def main() -> None:
     else:
         actions, out["image"] = run_or_fail(module, prepare, p["install"], p["image"],
                                             p["smoke_test"], before)  # fmt: skip
+        if p["underlay"]:
+            actions += run_or_fail(module, underlay, p["underlay"])
         caps = run_or_fail(module, host_caps, None if actions else before)
         if not out["image"]:
             del out["image"]

@@ -58,6 +58,15 @@ options:
       - Seconds to wait for each guest's agent to answer after a VM (re)starts.
     type: float
     default: 300
+  underlay:
+    description:
+      - The underlay (tunnel) address of each inventory host, C({hv1: 192.168.251.1, ...}),
+        normally built from every host's C(virtio_lab_underlay_ip) (see C(playbooks/up.yml)).
+      - With O(host), every bridge that has VMs on this host and on others gets one tunnel
+        port to each of those hosts (lab C(tunnels.type), geneve by default), keyed by a VNI
+        derived from lab and bridge. A peer missing here fails with exit code 3.
+      - Added to (and overriding) the host variables of a lab file given as O(path).
+    type: dict
 attributes:
   check_mode:
     support: full
@@ -219,23 +228,28 @@ def main() -> None:
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "host": {"type": "str"},
             "agent_timeout": {"type": "float", "default": 300.0},
+            "underlay": {"type": "dict"},
         },
         supports_check_mode=True,
         **LAB_SOURCE_RULES,
     )
     require_provision(module)
+    from provision.core.tunnels import UNDERLAY_VAR
     from provision.engine import lab
     p = module.params
     present = p["state"] == "present"
-    # Filtered once here, so `vms` reports exactly what the library was given.
-    wanted = run_or_fail(module, lab.lab_spec, run_or_fail(module, lab_source, module),
-                         p["host"] if present else None)  # fmt: skip
+    source = run_or_fail(module, lab.lab_inventory, run_or_fail(module, lab_source, module))
+    if p["underlay"]:
+        source = source.with_var(UNDERLAY_VAR, p["underlay"])
+    host = p["host"] if present else None
+    wanted = run_or_fail(module, source.placed, host)  # what `vms` reports
     if not present:
-        result = run_or_fail(module, lab.down_lab, wanted, check=module.check_mode)
+        result = run_or_fail(module, lab.down_lab, source, check=module.check_mode)
     elif module.check_mode:
-        result = run_or_fail(module, lab.plan_lab, wanted)
+        result = run_or_fail(module, lab.plan_lab, source, host)
     else:
-        result = run_or_fail(module, lab.up_lab, wanted, agent_timeout=p["agent_timeout"])
+        result = run_or_fail(module, lab.up_lab, source, agent_timeout=p["agent_timeout"],
+                             host=host)
     out = jsonable(result.to_dict())
     if present:
         out["vms"] = [vm.name for vm in wanted.vms]
