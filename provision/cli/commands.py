@@ -232,7 +232,8 @@ def verify(args: argparse.Namespace) -> int:
     for flag, path in files:  # before the work: a typo must not cost a whole verify
         check_output_path(flag, path)
     with RichProgress(err, enabled=not to_stdout) as progress:
-        report = verify_lab(args.lab, progress, perf=args.perf)
+        report = verify_lab(args.lab, progress, perf=args.perf, host=args.host,
+                            extra=args.inventory)
     if to_stdout:
         print(output.to_json(report))
     else:

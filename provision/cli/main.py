@@ -186,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the report as JSON ('-': stdout)")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per check")
     p.add_argument("--perf", action="store_true", help="also measure iperf3 throughput")
+    p.add_argument("--host", metavar="NAME",
+                   help="verify the VMs whose `host:` is NAME, their tunnels, and their pairs "
+                   "with VMs on other hosts (default: every VM, here)")
+    p.add_argument("-i", "--inventory", metavar="FILE", action="append", default=[],
+                   help="another inventory with hosts and host variables (repeatable)")
     p.set_defaults(func=c.verify)
     from provision.cli import hosts
     hosts.add_parser(sub)

@@ -124,6 +124,31 @@ def port_check(ep: Endpoint, want: DesiredLab, observed: ObservedLab) -> Check:
     return verdict("ovs.port", ep.target, problems, evidence, ok)
 
 
+def link_port_checks(want: DesiredLab, observed: ObservedLab) -> list[Check]:
+    """The ports that are not a VM's: uplinks (a host NIC) and tunnels to other hypervisors,
+    each attached (ofport > 0, no error) with its VLANs, and a tunnel with its peer and key."""
+    checks = []
+    for port in want.ports:
+        if port.role == "nic":
+            continue
+        name = f"ovs.{port.role}"
+        seen = observed.ports.get(port.name)
+        if seen is None:
+            checks.append(verdict(name, port.name, [f"port {port.name} is not in OVSDB"],
+                                  {"port": port.name, "bridge": port.bridge}))
+            continue
+        problems = [str(d) for d in compare.port_diffs(port, seen)]
+        evidence = {**compare.port_view(seen), "port": seen.name, "ofport": seen.ofport,
+                    "error": seen.error}
+        options = dict(seen.options)
+        what = (f"{seen.type} to {options.get('remote_ip')} key {options.get('key')}"
+                if port.role == "tunnel" else
+                f"tag {seen.tag}" if seen.tag else f"trunks {list(seen.trunks) or 'all'}")
+        checks.append(verdict(name, port.name, problems, evidence,
+                              f"on {seen.bridge}, {what}, ofport {seen.ofport}"))
+    return checks
+
+
 def interface_stats(ovs: Ovs, names: list[str]) -> dict[str, dict[str, int]]:
     """OVS Interface statistics (rx/tx packets) of the named interfaces, from OVSDB."""
     want = set(names)

@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from provision.core.owner import domain_name, nic_mac, tap_name
+from provision.core.placement import guest_mtus
 from provision.core.spec import Lab, nic_queues
 
 
@@ -35,6 +36,8 @@ class Endpoint:
     queues: int
     vcpus: int
     guest_vlan: int | None = None  # a trunk VLAN: the guest's VLAN interface <nic>.<vid>
+    host: str = "localhost"  # the inventory host that runs the VM
+    mtu: int = 1500  # the guest NIC's MTU (less on a bridge that spans hypervisors)
 
     @property
     def target(self) -> str:
@@ -61,6 +64,7 @@ class Endpoint:
 
 def endpoints(lab: Lab) -> list[Endpoint]:
     """One endpoint per NIC: what the per-NIC hops (domain, QEMU, tap, OVS, guest) check."""
+    mtus = guest_mtus(lab)
     out = []
     for vm in lab.vms:
         for i, nic in enumerate(vm.nics):
@@ -69,6 +73,7 @@ def endpoints(lab: Lab) -> list[Endpoint]:
                 tap=tap_name(lab.name, vm.name, i), mac=nic_mac(lab.name, vm.name, i, nic.mac),
                 ip=str(nic.ip) if nic.ip else None, bridge=nic.bridge, vlan=nic.vlan,
                 trunks=nic.trunk_vlans, queues=nic_queues(vm, nic), vcpus=vm.vcpus,
+                host=vm.host, mtu=mtus.get(nic.bridge, 1500),
             ))
     return out
 
@@ -152,3 +157,17 @@ def traffic_pairs(
             pairs.append((ep, peer))
             covered.update((ep, peer))
     return pairs, lonely
+
+
+def from_here(pairs: list[tuple[Endpoint, Endpoint]], local: set[str]
+              ) -> list[tuple[Endpoint, Endpoint]]:
+    """The pairs this host checks: those with an end among its domains ``local``, that end
+    first (the source). A pair across hypervisors is checked from both of them."""
+    out = []
+    for a, b in pairs:
+        if a.domain in local:
+            out.append((a, b))
+        elif b.domain in local:
+            out.append((b, a))
+    return out
+

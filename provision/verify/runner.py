@@ -11,15 +11,18 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import libvirt
 
 from provision.backends import virt
-from provision.core import spec
+from provision.core import spec, tunnels
 from provision.core.desired import DesiredLab, desired_state
 from provision.core.observed import ObservedLab
 from provision.core.owner import owned_by
+from provision.core.placement import guest_mtus
 from provision.engine.converge import (
     Backends,
     NoProgress,
@@ -28,7 +31,7 @@ from provision.engine.converge import (
     open_backends,
     parallel,
 )
-from provision.engine.lab import LabSource, lab_spec
+from provision.engine.lab import LabSource, lab_inventory
 from provision.errors import HostError
 from provision.host.probe import HostCaps, lab_caps
 from provision.image import cache as image
@@ -49,17 +52,26 @@ class VmState:
     checks: list[Check] = field(default_factory=list)
 
 
-def load_for_verify(path: LabSource) -> tuple[spec.Lab, DesiredLab, HostCaps]:
-    """The lab and what ``up`` would have made of it. Where the lab asks for what this host
-    lacks (vhost-net, the OVS kernel datapath), the desired state is still rendered as asked,
-    so that the QEMU and OVS hops report the fallback instead of verify refusing to look."""
-    lab = lab_spec(path)
+def load_for_verify(path: LabSource, host: str | None = None,
+                    extra: Sequence[str | Path] = ()) -> tuple[spec.Lab, spec.Lab, DesiredLab,
+                                                               HostCaps]:
+    """The whole lab, the part of it on this host (``host``; all of it when None), and what
+    ``up`` would have made here. Where the lab asks for what this host lacks (vhost-net, the
+    OVS kernel datapath), the desired state is still rendered as asked, so that the QEMU and
+    OVS hops report the fallback instead of verify refusing to look."""
+    inv = lab_inventory(path, extra)
+    lab = inv.placed(host)
     caps = lab_caps()
     render_caps = caps
     if any(b.datapath_type == "system" for b in lab.bridges) and not caps.ovs_kernel_datapath:
         render_caps = dataclasses.replace(render_caps, ovs_kernel_datapath=True)
     img = image.load_image(lab.vms[0].image if lab.vms else "tiny")
-    return lab, desired_state(lab, render_caps, img, strict=False), caps
+    want = desired_state(lab, render_caps, img, strict=False, mtus=guest_mtus(inv.lab))
+    if host is not None:
+        underlay = {vm.host: inv.var(vm.host, tunnels.UNDERLAY_VAR) for vm in inv.lab.vms}
+        mesh = tunnels.desired_tunnels(inv.lab, host, underlay, inv.lab.tunnels.type)
+        want = dataclasses.replace(want, ports=want.ports + mesh)
+    return inv.lab, lab, want, caps
 
 
 def _require_lab(observed: ObservedLab, lab: str, path: LabSource) -> None:
@@ -92,8 +104,13 @@ def _vm_phase(b: Backends, lab: spec.Lab, want: DesiredLab, vm: spec.VmSpec,
 
 
 def _matrix_checks(eps: list[Endpoint], states: dict[str, VmState]) -> list[Check]:
-    pings = [guest.Ping("reach", a, b) for a, b in matrix.reach_pairs(eps)]
-    pings += [guest.Ping("isolation", a, b) for a, b in matrix.isolation_pairs(eps)]
+    """Pings from this host's guests: to every peer on their segment (here or on another
+    hypervisor) and to every NIC of another VLAN of their bridges."""
+    local = set(states)
+    pings = [guest.Ping("reach", a, b)
+             for a, b in matrix.from_here(matrix.reach_pairs(eps), local)]
+    pings += [guest.Ping("isolation", a, b)
+              for a, b in matrix.from_here(matrix.isolation_pairs(eps), local)]
     by_source: dict[str, list[guest.Ping]] = defaultdict(list)
     for p in pings:
         by_source[p.src.domain].append(p)
@@ -101,12 +118,14 @@ def _matrix_checks(eps: list[Endpoint], states: dict[str, VmState]) -> list[Chec
     for part in parallel(lambda d: guest.ping_from(states[d].dom, states[d].view,
                                                    by_source[d]), list(by_source)):
         results.update(part)
-    checks = [skipped("reach", ep.target, why) for ep, why in matrix.excluded(eps)]
+    checks = [skipped("reach", ep.target, why) for ep, why in matrix.excluded(eps)
+              if ep.domain in local]
     for p in pings:
         if p.kind == "reach":
             checks.append(guest.reach_check(p, results[p]))
         else:
-            checks.append(guest.isolation_check(p, results[p], states[p.dst.domain].view))
+            dst = states.get(p.dst.domain)
+            checks.append(guest.isolation_check(p, results[p], dst.view if dst else None))
     return checks
 
 
@@ -115,9 +134,19 @@ def _traffic_checks(b: Backends, eps: list[Endpoint], states: dict[str, VmState]
     doms = {d: s.dom for d, s in states.items()}
     views = {d: s.view for d, s in states.items()}
     pairs, lonely = matrix.traffic_pairs(eps)
+    lonely = [(ep, why) for ep, why in lonely if ep.domain in states]
+    pairs = matrix.from_here(pairs, set(states))
+    # TCP needs a server in the peer's guest: only pairs with both ends here
+    remote = [(a, b) for a, b in pairs if b.domain not in states]
+    pairs_tcp = [(a, b) for a, b in pairs if b.domain in states]
     task = progress.task("every queue carries traffic", 1)
     checks = traffic.queue_checks(b.ovs, doms, views, pairs, lonely)
     progress.advance(task)
+    checks += [skipped("l4.tcp", matrix.pair_target(a, b),
+                       f"{b.target} runs on {b.host}: this host cannot serve TCP from its "
+                       "guest; ping and every queue of the pair are checked from here")
+               for a, b in remote]
+    pairs = pairs_tcp
     pool = tcp.PortPool()
     task = progress.task("TCP across the data path", len(pairs))
 
@@ -137,14 +166,15 @@ def _traffic_checks(b: Backends, eps: list[Endpoint], states: dict[str, VmState]
 
 
 def verify_lab(path: LabSource, progress: Progress | None = None,
-               perf: bool = False) -> VerifyReport:
+               perf: bool = False, host: str | None = None,
+               extra: Sequence[str | Path] = ()) -> VerifyReport:
     """Every check of the lab (a lab file or a ``Lab``); HostError (exit 4) when the lab is
     not here."""
     t0 = time.monotonic()
     progress = progress or NoProgress()
-    lab, want, caps = load_for_verify(path)
+    whole, lab, want, caps = load_for_verify(path, host, extra)
     eps = matrix.endpoints(lab)
-    l3 = matrix.l3_endpoints(lab)
+    l3 = matrix.l3_endpoints(whole)  # peers on other hypervisors too
     by_vm: dict[str, list[Endpoint]] = defaultdict(list)
     for ep in eps:
         by_vm[ep.vm].append(ep)
@@ -162,6 +192,7 @@ def verify_lab(path: LabSource, progress: Progress | None = None,
         checks = [c for s in states.values() for c in s.checks]
         checks += host_checks.bridge_checks(want, observed)
         checks += [host_checks.port_check(ep, want, observed) for ep in eps]
+        checks += host_checks.link_port_checks(want, observed)
         task = progress.task("reachability matrix (pings inside the guests)", 1)
         checks += _matrix_checks(l3, states)
         progress.advance(task)

@@ -173,12 +173,16 @@ def _queue_check(ep: Endpoint, peers: list[str], view: GuestView, result: Counte
 def queue_checks(ovs: Ovs, doms: dict[str, libvirt.virDomain | None],
                  views: dict[str, GuestView], pairs: list[tuple[Endpoint, Endpoint]],
                  lonely: list[tuple[Endpoint, str]]) -> list[Check]:
-    """One ``queues`` check per NIC: pass, fail, or skip when it has no peer."""
+    """One ``queues`` check per NIC here: pass, fail, or skip when it has no peer. A peer on
+    another hypervisor gets this NIC's flows, and its replies come back on the queue each
+    flow left by, so every queue of a NIC whose only peers are remote moves as well."""
     checks = [skipped("queues", ep.target, reason) for ep, reason in lonely]
     flows: dict[str, list[tuple[Endpoint, Endpoint]]] = defaultdict(list)
     vcpus: dict[str, int] = {}
     for a, b in pairs:
         for src, dst in ((a, b), (b, a)):
+            if src.domain not in views:  # on another hypervisor: its own verify drives it
+                continue
             if (src, dst) not in flows[src.domain]:
                 flows[src.domain].append((src, dst))
             vcpus[src.domain] = src.vcpus

@@ -107,3 +107,21 @@ def test_a_tunnel_to_a_peer_that_left_the_bridge_is_removed() -> None:
                                     None, "geneve", {"remote_ip": "192.168.251.4", "key": "1"})
     change = next(c for c in plan_changes(want, seen).changes if c.target == gone)
     assert change.action == "delete"
+
+
+def test_each_host_checks_the_pairs_of_its_own_vms_with_full_size_pings_across() -> None:
+    from provision.core.owner import domain_name
+    from provision.verify import matrix
+    from provision.verify.guest import Ping
+
+    lab = parse_lab({"name": "wide", "bridges": [{"name": "br-a"}], "vms": [
+        {"name": f"vm{i}", "host": host, "nics": [{"bridge": "br-a", "ip": f"10.1.0.{i}/24"}]}
+        for i, host in ((1, "hv1"), (2, "hv1"), (3, "hv2"))]})
+    eps = matrix.l3_endpoints(lab)
+    pairs = matrix.reach_pairs(eps)
+    here = matrix.from_here(pairs, {domain_name("wide", "vm1"), domain_name("wide", "vm2")})
+    there = matrix.from_here(pairs, {domain_name("wide", "vm3")})
+    assert [(a.vm, b.vm) for a, b in here] == [("vm1", "vm2"), ("vm1", "vm3"), ("vm2", "vm3")]
+    assert [(a.vm, b.vm) for a, b in there] == [("vm3", "vm1"), ("vm3", "vm2")]
+    sizes = {(a.vm, b.vm): Ping("reach", a, b).size for a, b in here}
+    assert sizes == {("vm1", "vm2"): 56, ("vm1", "vm3"): 1446 - 28, ("vm2", "vm3"): 1446 - 28}

@@ -36,6 +36,11 @@ options:
         lab's VMs placed on it (their C(host), default C(localhost)) are verified.
       - Omitted, every VM of the lab is verified on this host.
     type: str
+  underlay:
+    description:
+      - The underlay address of each inventory host (as for M(virtio_lab.lab.lab)), so that the
+        tunnel ports of this host are checked with their peer addresses and keys.
+    type: dict
   perf:
     description:
       - Also measure iperf3 throughput between the guests (informational checks, slower).
@@ -166,11 +171,17 @@ from ansible_collections.virtio_lab.lab.plugins.module_utils.provision_common im
 )
 
 
-def run_verifier(source: Any, host: str | None, perf: bool) -> Any:
-    """The verifier's report for the lab's VMs on this host (a ``VerifyReport``)."""
+def run_verifier(source: Any, host: str | None, perf: bool,
+                 underlay: dict[str, str] | None) -> Any:
+    """The verifier's report for the lab's VMs on this host (a ``VerifyReport``): their hops,
+    this host's tunnels, and the pairs whose source VM runs here, peers elsewhere included."""
     from provision import verify
+    from provision.core.tunnels import UNDERLAY_VAR
     from provision.engine import lab
-    return verify.verify_lab(lab.lab_spec(source, host), perf=perf)
+    inv = lab.lab_inventory(source)
+    if underlay:
+        inv = inv.with_var(UNDERLAY_VAR, underlay)
+    return verify.verify_lab(inv, perf=perf, host=host)
 
 
 def main() -> None:
@@ -181,6 +192,7 @@ def main() -> None:
             "perf": {"type": "bool", "default": False},
             "report_path": {"type": "path"},
             "junit_path": {"type": "path"},
+            "underlay": {"type": "dict"},
         },
         supports_check_mode=True,
         **LAB_SOURCE_RULES,
@@ -193,7 +205,7 @@ def main() -> None:
                          "virtio-lab", exit_code=4)  # fmt: skip
     p = module.params
     source = run_or_fail(module, lab_source, module)
-    report = run_or_fail(module, run_verifier, source, p["host"], p["perf"])
+    report = run_or_fail(module, run_verifier, source, p["host"], p["perf"], p["underlay"])
     if p["report_path"]:
         output.write_json(report, p["report_path"])
     if p["junit_path"]:
