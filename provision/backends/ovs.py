@@ -132,6 +132,7 @@ class Ovs:
                 ofport=(iface.ofport[0] if iface is not None and iface.ofport else None),
                 error=(iface.error[0] if iface is not None and iface.error else None),
                 type=iface.type if iface is not None else "",
+                protected=bool(port.protected),
                 options=dict(iface.options) if iface is not None else {},
             )
         return out
@@ -215,6 +216,7 @@ class Ovs:
                 target.name,
                 ("tag", [target.tag] if target.tag else []),
                 ("trunks", list(target.trunks)),
+                ("protected", target.protected),
             )
         )
         return cmds

@@ -60,6 +60,7 @@ def port_view(port: DesiredPort | ObservedPort) -> dict[str, Any]:
         "tag": port.tag,
         "trunks": list(port.trunks),
         "options": options,
+        "protected": port.protected,
         "external_ids": {k: v for k, v in port.external_ids.items() if k in OWNER_KEYS},
     }
 

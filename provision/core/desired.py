@@ -36,6 +36,10 @@ class DesiredPort:
     type: str = ""  # OVS Interface.type: "" (a tap or a host NIC), "geneve", "vxlan"
     options: tuple[tuple[str, str], ...] = ()  # OVS Interface.options, sorted by key
     role: str = "nic"  # "nic" (a VM's tap), "uplink" (a host NIC), "tunnel" (to a peer host)
+    # OVS Port.protected: NORMAL never forwards between two protected ports. Tunnels are: a
+    # frame from one peer goes to local ports only (split horizon), or a full mesh of three
+    # or more hosts floods broadcasts around in a loop (measured: a storm of millions).
+    protected: bool = False
 
     @property
     def external_ids(self) -> dict[str, str]:

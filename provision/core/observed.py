@@ -31,6 +31,7 @@ class ObservedPort:
     ofport: int | None = None  # Interface.ofport: -1 or None when ovs-vswitchd did not attach it
     error: str | None = None  # Interface.error
     type: str = ""  # Interface.type
+    protected: bool = False  # Port.protected
     options: dict[str, str] = field(default_factory=dict, hash=False)  # Interface.options
 
     @property

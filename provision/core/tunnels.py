@@ -56,6 +56,6 @@ def desired_tunnels(lab: Lab, host: str, underlay: Mapping[str, str | None],
                 tunnel_name(lab.name, bridge, peer), bridge, None, (), Owner(lab.name),
                 type=kind,
                 options=(("key", str(vni(lab.name, bridge))), ("remote_ip", str(remote))),
-                role="tunnel",
+                role="tunnel", protected=True,
             ))
     return tuple(ports)

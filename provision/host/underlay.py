@@ -13,6 +13,8 @@ it is idempotent: a second run finds everything in place and does nothing.
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import time
 from collections.abc import Callable
 
 from pyroute2 import IPRoute
@@ -48,6 +50,7 @@ def ensure_underlay(nic: str, address: ipaddress.IPv4Interface, datapath_types: 
                             "`ip link` shows")
     actions = _ensure_bridge(nic)
     actions += _move_address(nic, address)
+    actions += _ensure_ovs_route(address.network)
     for action in actions:
         log(action)
     return actions
@@ -98,6 +101,10 @@ def _move_address(nic: str, address: ipaddress.IPv4Interface) -> list[str]:
         br = ipr.link_lookup(ifname=UNDERLAY_BRIDGE)
         if not br:
             raise OperationError(f"ovs-vswitchd made no interface {UNDERLAY_BRIDGE}; see its log")
+        link = ipr.get_links(br[0])[0]
+        if not link["flags"] & 1:  # IFF_UP; before the address, so its route comes with it
+            ipr.link("set", index=br[0], state="up")
+            actions.append(f"set {UNDERLAY_BRIDGE} up")
         on_nic = _has(ipr, nic, address)
         if not _has(ipr, UNDERLAY_BRIDGE, address):
             if on_nic:
@@ -107,11 +114,30 @@ def _move_address(nic: str, address: ipaddress.IPv4Interface) -> list[str]:
             ipr.addr("add", index=br[0], address=str(address.ip),
                      prefixlen=address.network.prefixlen)
             actions.append(f"moved {address} to {UNDERLAY_BRIDGE}")
-        link = ipr.get_links(br[0])[0]
-        if not link["flags"] & 1:  # IFF_UP
-            ipr.link("set", index=br[0], state="up")
-            actions.append(f"set {UNDERLAY_BRIDGE} up")
     return actions
+
+
+def _ensure_ovs_route(network: ipaddress.IPv4Network) -> list[str]:
+    """OVS's own route to the underlay (``ovs/route/show``), which userspace tunnels use.
+    It mirrors the kernel's, but one of three fresh hypervisors here missed the subnet
+    route of a just-made bridge: add it where it is missing."""
+    entry = f"{network} dev {UNDERLAY_BRIDGE}"
+    for _ in range(20):  # ovs-vswitchd re-reads the kernel's table after a change
+        shown = _appctl("ovs/route/show")
+        if entry in shown:
+            return []
+        time.sleep(0.1)
+    _appctl("ovs/route/add", str(network), UNDERLAY_BRIDGE)
+    return [f"added OVS route {entry}"]
+
+
+def _appctl(*args: str) -> str:
+    proc = subprocess.run(["ovs-appctl", *args], capture_output=True, text=True, timeout=30,
+                          check=False)
+    if proc.returncode != 0:
+        raise OperationError(f"ovs-appctl {' '.join(args)} failed: "
+                             f"{(proc.stderr or proc.stdout).strip()}")
+    return proc.stdout
 
 
 def _has(ipr: IPRoute, ifname: str, address: ipaddress.IPv4Interface) -> bool:

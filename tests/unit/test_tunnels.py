@@ -48,7 +48,7 @@ def test_tunnels_carry_every_vlan_a_key_per_bridge_and_the_labs_ownership() -> N
     lab = wide()
     ports = desired_tunnels(lab, "hv1", UNDERLAY, kind="vxlan")
     for p in ports:
-        assert p.type == "vxlan" and p.tag is None and p.trunks == ()
+        assert p.type == "vxlan" and p.tag is None and p.trunks == () and p.protected
         assert p.external_ids == {"virtio-lab-lab": "wide"}
         assert dict(p.options)["key"] == str(vni("wide", p.bridge))
         assert len(p.name) <= 15
@@ -88,13 +88,14 @@ def test_a_peer_address_change_is_a_modify_and_a_type_change_a_replace() -> None
     seen = ObservedLab(lab=want.lab)
     moved = dict(tunnel.options) | {"remote_ip": "192.168.251.99"}
     seen.ports[tunnel.name] = ObservedPort(tunnel.name, tunnel.bridge, None, (),
-                                           tunnel.external_ids, 5, None, "geneve", moved)
+                                           tunnel.external_ids, 5, None, "geneve",
+                                           options=moved, protected=True)
     change = next(c for c in plan_changes(want, seen).changes if c.target == tunnel.name)
     assert (change.action, change.before, change.after) == (
         "modify", {"options": moved}, {"options": dict(tunnel.options)})
     seen.ports[tunnel.name] = ObservedPort(tunnel.name, tunnel.bridge, None, (),
                                            tunnel.external_ids, 5, None, "vxlan",
-                                           dict(tunnel.options))
+                                           options=dict(tunnel.options), protected=True)
     change = next(c for c in plan_changes(want, seen).changes if c.target == tunnel.name)
     assert change.action == "replace" and "type 'vxlan'" in change.reason
 
@@ -104,7 +105,8 @@ def test_a_tunnel_to_a_peer_that_left_the_bridge_is_removed() -> None:
     gone = "vt00000000000"
     seen = ObservedLab(lab=want.lab)
     seen.ports[gone] = ObservedPort(gone, "br-a", None, (), {"virtio-lab-lab": "wide"}, 5,
-                                    None, "geneve", {"remote_ip": "192.168.251.4", "key": "1"})
+                                    None, "geneve",
+                                    options={"remote_ip": "192.168.251.4", "key": "1"})
     change = next(c for c in plan_changes(want, seen).changes if c.target == gone)
     assert change.action == "delete"
 
