@@ -130,7 +130,7 @@ class Ping:
     def size(self) -> int:
         """ICMP payload bytes: full-size frames (the guest MTU less IP and ICMP headers) to a
         peer on another hypervisor, so the tunnel is shown to carry them; 56 otherwise."""
-        if self.kind == "reach" and self.src.host != self.dst.host:
+        if self.kind == "reach" and self.dst.outside is None and self.src.host != self.dst.host:
             return min(self.src.mtu, self.dst.mtu) - 28
         return 56
 
@@ -168,7 +168,7 @@ def reach_check(p: Ping, result: tuple[int, int, str] | str) -> Check:
     sent, received, text = result
     evidence = {"from": p.src.address, "to": p.dst.address, "segment": p.src.segment_name(),
                 "sent": sent, "received": received, "payload": p.size, "output": text[-300:]}
-    across = f" on {p.dst.host}, {p.size}-byte payloads" if p.src.host != p.dst.host else ""
+    across = f" on {p.dst.host}, {p.size}-byte payloads" if p.size != 56 else ""
     problems = [] if received > 0 else [
         f"{p.dst.address}{across} does not answer {p.src.address} on {p.src.segment_name()}"]
     return verdict("reach", target, problems, evidence,

@@ -38,9 +38,12 @@ class Endpoint:
     guest_vlan: int | None = None  # a trunk VLAN: the guest's VLAN interface <nic>.<vid>
     host: str = "localhost"  # the inventory host that runs the VM
     mtu: int = 1500  # the guest NIC's MTU (less on a bridge that spans hypervisors)
+    outside: str | None = None  # not a NIC but an uplink's probe address, named so
 
     @property
     def target(self) -> str:
+        if self.outside is not None:
+            return self.outside
         nic = f"{self.lab}/{self.vm}/{self.index}"
         return nic if self.guest_vlan is None else f"{nic}.{self.guest_vlan}"
 
@@ -170,4 +173,28 @@ def from_here(pairs: list[tuple[Endpoint, Endpoint]], local: set[str]
         elif b.domain in local:
             out.append((b, a))
     return out
+
+
+def probe_pairs(lab: Lab, eps: list[Endpoint]) -> list[tuple[Endpoint, Endpoint]]:
+    """(NIC, outside address) for each bridge whose uplink names a ``probe``: every NIC on a
+    VLAN the uplink carries, in the probe's subnet, must reach it."""
+    pairs = []
+    for bridge in lab.bridges:
+        up = bridge.uplink
+        if up is None or up.probe is None:
+            continue
+        carried = ({up.tag} if up.tag else set(up.vlans)) or None  # None: every VLAN
+        for ep in _candidates(eps):
+            seg = ep.segment
+            if seg is None or seg[0] != bridge.name:
+                continue
+            if carried is not None and seg[1] not in carried:
+                continue
+            if up.probe not in ipaddress.IPv4Interface(ep.ip).network:  # type: ignore[arg-type]
+                continue
+            outside = replace(ep, vm="", domain="", tap=up.interface, mac="", host="",
+                              ip=f"{up.probe}/32", guest_vlan=None,
+                              outside=f"{up.probe} via uplink {up.interface}")
+            pairs.append((ep, outside))
+    return pairs
 

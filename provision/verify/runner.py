@@ -103,7 +103,8 @@ def _vm_phase(b: Backends, lab: spec.Lab, want: DesiredLab, vm: spec.VmSpec,
     return VmState(desired.name, dom, running, actual, view, checks)
 
 
-def _matrix_checks(eps: list[Endpoint], states: dict[str, VmState]) -> list[Check]:
+def _matrix_checks(eps: list[Endpoint], states: dict[str, VmState],
+                   probes: Sequence[tuple[Endpoint, Endpoint]] = ()) -> list[Check]:
     """Pings from this host's guests: to every peer on their segment (here or on another
     hypervisor) and to every NIC of another VLAN of their bridges."""
     local = set(states)
@@ -111,6 +112,7 @@ def _matrix_checks(eps: list[Endpoint], states: dict[str, VmState]) -> list[Chec
              for a, b in matrix.from_here(matrix.reach_pairs(eps), local)]
     pings += [guest.Ping("isolation", a, b)
               for a, b in matrix.from_here(matrix.isolation_pairs(eps), local)]
+    pings += [guest.Ping("reach", a, b) for a, b in probes if a.domain in local]
     by_source: dict[str, list[guest.Ping]] = defaultdict(list)
     for p in pings:
         by_source[p.src.domain].append(p)
@@ -194,7 +196,7 @@ def verify_lab(path: LabSource, progress: Progress | None = None,
         checks += [host_checks.port_check(ep, want, observed) for ep in eps]
         checks += host_checks.link_port_checks(want, observed)
         task = progress.task("reachability matrix (pings inside the guests)", 1)
-        checks += _matrix_checks(l3, states)
+        checks += _matrix_checks(l3, states, matrix.probe_pairs(whole, l3))
         progress.advance(task)
         checks += _traffic_checks(b, l3, states, perf, progress)
     checks.sort(key=hop_order)

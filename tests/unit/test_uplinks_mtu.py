@@ -102,3 +102,22 @@ def test_a_missing_uplink_nic_is_a_host_error_before_any_change() -> None:
     plan = plan_changes(want, ObservedLab(lab="up", links=frozenset({"eth1"})))
     created = {(c.kind, c.target) for c in plan.changes if c.action == "create"}
     assert ("port", "eth1") in created and ("tap", "eth1") not in created
+
+
+def test_the_nics_on_the_vlans_an_uplink_carries_and_in_its_subnet_probe_it() -> None:
+    from provision.verify import matrix
+
+    data = uplinked(vlan_mode="access", vlans=[100], probe="10.5.0.254")
+    data["vms"] = [
+        {"name": "a", "nics": [{"bridge": "br-up", "vlan": 100, "ip": "10.5.0.1/24"}]},
+        {"name": "b", "nics": [{"bridge": "br-up", "vlan": 200, "ip": "10.5.0.2/24"}]},
+        {"name": "c", "nics": [{"bridge": "br-up", "vlan": 100, "ip": "10.6.0.3/24"}]},
+    ]
+    lab = parse_lab(data)
+    pairs = matrix.probe_pairs(lab, matrix.l3_endpoints(lab))
+    assert [(a.vm, b.target, b.address) for a, b in pairs] == [
+        ("a", "10.5.0.254 via uplink eth1", "10.5.0.254")]  # b: VLAN 200; c: other subnet
+    trunk_all = parse_lab({**data, "bridges": [{"name": "br-up", "uplink": {
+        "interface": "eth1", "probe": "10.5.0.254"}}]})
+    assert [a.vm for a, _ in matrix.probe_pairs(trunk_all, matrix.l3_endpoints(trunk_all))] \
+        == ["a", "b"]
