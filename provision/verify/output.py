@@ -97,3 +97,27 @@ def print_report(console: Console, report: VerifyReport) -> None:
     for check in report.failed():
         console.print(f"  [red]✗[/] {escape(check.name)} {escape(check.target)}: "
                       f"{escape(check.detail)}", highlight=False)
+
+
+def merge_reports(reports: dict[str, dict[str, Any]]) -> VerifyReport:
+    """One report for a lab verified on several hypervisors: ``reports`` maps each host to
+    its ``VerifyReport.to_dict()``; each check's target is prefixed with the host that made
+    it ("hv1: wide/web1/0->wide/web2/0"), since every host checks its own VMs' hops."""
+    if not reports:
+        raise ValueError("no report to merge")
+    checks: list[Check] = []
+    backends: set[str] = set()
+    labs: set[str] = set()
+    for host, data in sorted(reports.items()):
+        labs.add(str(data["lab"]))
+        backends.add(str(data.get("backend", "unknown")))
+        checks += [Check(c["name"], f"{host}: {c['target']}", c["status"], c["evidence"],
+                         c.get("detail", "")) for c in data["checks"]]
+    if len(labs) != 1:
+        raise ValueError(f"the reports are of different labs: {', '.join(sorted(labs))}")
+    first = next(iter(reports.values()))
+    backend = backends.pop() if len(backends) == 1 else "mixed"
+    seconds = max(float(d.get("seconds", 0.0)) for d in reports.values())
+    return VerifyReport(labs.pop(), backend, checks, seconds,
+                        str(first.get("spec_backend", "auto")))
+

@@ -104,8 +104,10 @@ def wide(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     lab_file.write_text(yaml.safe_dump(lab_doc("hv2")))
     try:
         run(PROVISION, "hosts", "up", "3", "--inventory", str(hosts_file))
-        first = playbook("site.yml", lab_file, "-i", str(hosts_file))
-        yield {"hosts": hosts_file, "lab": lab_file, "first": first}
+        merged = tmp / "verify.json"
+        first = playbook("site.yml", lab_file, "-i", str(hosts_file),
+                         "-e", f"virtio_lab_report={merged}", "-e", f"virtio_lab_junit={tmp}/v.xml")
+        yield {"hosts": hosts_file, "lab": lab_file, "first": first, "merged": merged}
     finally:
         run(PROVISION, "hosts", "down", check=False)
 
@@ -115,6 +117,15 @@ def test_site_brings_the_lab_up_on_three_hosts_and_verifies_it(wide: dict[str, A
     assert all(first.recap[h]["failed"] == 0 and first.recap[h]["changed"] > 0 for h in HOSTS)
     verify = first.result("Verify lab")
     assert verify["passed"] is True, verify.get("failed_checks")
+    merged = json.loads(wide["merged"].read_text())  # one report, every host's checks in it
+    assert merged["passed"] is True and merged["lab"] == "vltwide"
+    by_host = {c["target"].split(":", 1)[0] for c in merged["checks"]}
+    assert by_host == set(HOSTS)
+    across = [c for c in merged["checks"] if c["name"] == "reach" and c["status"] == "pass"
+              and c["evidence"].get("payload", 56) > 56]  # full-size pings through tunnels
+    assert {c["target"].split(":", 1)[0] for c in across} == set(HOSTS)
+    assert {c["target"].split(":", 1)[0] for c in merged["checks"]
+            if c["name"] == "ovs.tunnel" and c["status"] == "pass"} == set(HOSTS)
     assert domains("hv1") == {"vltwide-v1"} and domains("hv2") == {"vltwide-v2"}
     assert domains("hv3") == {"vltwide-v3", "vltwide-v4"}
     # no lab object reached this machine's own daemons

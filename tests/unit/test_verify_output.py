@@ -6,6 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from provision.verify import output
@@ -70,3 +71,20 @@ def test_table_groups_by_hop_and_ends_with_the_verdict() -> None:
     assert "[really]" in text  # evidence is shown literally, never as markup
     assert "FAILED: 2 passed, 1 failed, 1 skipped" in text
     assert "ovs.port t/vm1/0: tag is 300, want 100" in text
+
+
+def test_reports_of_several_hosts_merge_into_one_with_each_check_named_by_host() -> None:
+    from provision.verify.output import junit_xml, merge_reports
+
+    hv1 = VerifyReport("wide", "userspace", [Check("reach", "wide/a/0->wide/b/0", "pass", {})])
+    hv2 = VerifyReport("wide", "userspace", [Check("ovs.tunnel", "vt1", "fail", {"x": 1}, "no"),
+                                             Check("l4.tcp", "wide/b/0->wide/a/0", "skip", {})])
+    merged = merge_reports({"hv2": hv2.to_dict(), "hv1": hv1.to_dict()})
+    assert [c.target for c in merged.checks] == [
+        "hv1: wide/a/0->wide/b/0", "hv2: vt1", "hv2: wide/b/0->wide/a/0"]
+    assert merged.lab == "wide" and merged.passed is False and merged.counts()["fail"] == 1
+    cases = ET.fromstring(junit_xml(merged)).findall(".//testcase")
+    assert len(cases) == 3 and cases[1].find("failure") is not None
+    other = VerifyReport("other", "userspace", [])
+    with pytest.raises(ValueError, match="different labs"):
+        merge_reports({"hv1": hv1.to_dict(), "hv3": other.to_dict()})
