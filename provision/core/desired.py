@@ -95,6 +95,7 @@ class DesiredLab:
     taps: tuple[DesiredTap, ...]
     ports: tuple[DesiredPort, ...]
     domains: tuple[DesiredDomain, ...]
+    notes: tuple[str, ...] = ()  # what resolving the lab here decided that a plan should say
 
 
 def resolve_backend(lab: Lab, caps: HostCaps, strict: bool = True) -> str:

@@ -82,6 +82,7 @@ def plan_changes(desired: DesiredLab, observed: ObservedLab) -> Plan:
     """Changes that bring the host to ``desired``."""
     _check_conflicts(desired, observed)
     plan = Plan(desired.lab)
+    plan.notes.extend(desired.notes)
     recreated_taps = _plan_taps(desired, observed, plan)
     _plan_bridges(desired, observed, plan)
     _plan_ports(desired, observed, plan, recreated_taps)

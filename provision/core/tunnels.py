@@ -33,15 +33,27 @@ def tunnel_name(lab: str, bridge: str, peer: str) -> str:
     return "vt" + hashlib.sha256(f"{lab}/{bridge}/{peer}".encode()).hexdigest()[:11]
 
 
+def untunnelled(lab: Lab, host: str, underlay: Mapping[str, str | None]) -> list[str]:
+    """Notes for the bridges ``host`` shares with other hosts while no host of them has an
+    underlay address: they get no tunnels, so their VMs on different hosts cannot meet."""
+    return [f"bridge {bridge} has VMs on {', '.join(hosts)} but none of these hosts has "
+            f"{UNDERLAY_VAR}: no tunnels, so VMs on different hosts cannot reach each other"
+            for bridge, hosts in bridge_hosts(lab).items()
+            if host in hosts and len(hosts) > 1 and not any(underlay.get(h) for h in hosts)]
+
+
 def desired_tunnels(lab: Lab, host: str, underlay: Mapping[str, str | None],
                     kind: str = "geneve") -> tuple[DesiredPort, ...]:
     """The tunnel ports ``host`` holds for the whole ``lab`` (every VM, not only its own):
     one per (bridge, peer) where both run VMs on the bridge. ``underlay`` maps inventory
-    hosts to their underlay addresses; a peer without one is a SpecError naming its var."""
+    hosts to their underlay addresses; where some hosts of a bridge have one, a peer without
+    one is a SpecError naming its var (where none has, see ``untunnelled``)."""
     ports = []
     for bridge, hosts in bridge_hosts(lab).items():
         if host not in hosts or len(hosts) < 2:
             continue
+        if not any(underlay.get(h) for h in hosts):
+            continue  # tunnels not set up at all: ``untunnelled`` says so in the plan
         for peer in hosts:
             if peer == host:
                 continue

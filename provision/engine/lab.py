@@ -199,7 +199,8 @@ def load(path: LabSource, host: str | None = None, extra: Sequence[str | Path] =
         return lab, want
     underlay = {vm.host: inv.var(vm.host, tunnels.UNDERLAY_VAR) for vm in inv.lab.vms}
     mesh = tunnels.desired_tunnels(inv.lab, host, underlay, inv.lab.tunnels.type)
-    return lab, dataclasses.replace(want, ports=want.ports + mesh)
+    notes = tuple(tunnels.untunnelled(inv.lab, host, underlay))
+    return lab, dataclasses.replace(want, ports=want.ports + mesh, notes=want.notes + notes)
 
 
 def plan_lab(path: LabSource, host: str | None = None, extra: Sequence[str | Path] = ()

@@ -122,6 +122,10 @@ def plug(host: Hypervisor, init_pid: int) -> None:
             except NetlinkError as exc:
                 raise OperationError(f"{host.name}: cannot create veth {name}: "
                                      f"{exc.args[-1]}") from None  # fmt: skip
+        # The new mgmt0 has a new MAC: forget the old one, or this machine keeps sending to
+        # it until its neighbour entry goes stale (sshd "did not answer" for 20 s, 1 run in 3)
+        with contextlib.suppress(NetlinkError):
+            ipr.neigh("del", dst=str(host.mgmt_ip.ip), ifindex=bridges[MGMT_BRIDGE][0])
 
 
 def plugged(host: Hypervisor) -> bool:

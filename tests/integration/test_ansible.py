@@ -133,7 +133,7 @@ def domain_state(conn: libvirt.virConnect, name: str) -> str | None:
 
 
 def test_ansible_doc_renders_every_module() -> None:
-    for module in ("lab", "verify", "host"):
+    for module in ("lab", "verify", "host", "report"):
         argv = [str(BIN / "ansible-doc"), "--playbook-dir", str(PLAYBOOKS),
                 f"virtio_lab.lab.{module}"]  # fmt: skip
         proc = subprocess.run(

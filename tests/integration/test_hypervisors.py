@@ -175,8 +175,9 @@ def test_a_lab_across_the_hypervisors_plans_over_ssh(hosts: dict[str, Any],
                str(hosts["inventory"]), "-i", str(lab), str(REPO / "playbooks" / "up.yml"),
                "--check", env={**ENV, "ANSIBLE_SSH_ARGS": "-o ControlMaster=no",
                                "ANSIBLE_LOCAL_TEMP": str(tmp_path)})  # fmt: skip
-    assert "lab vltwide on hv1: 4 change(s) planned, VMs vm1," in proc.stdout, proc.stdout
-    assert "lab vltwide on hv2: 4 change(s) planned, VMs vm2," in proc.stdout, proc.stdout
+    # tap, bridge, port, the tunnel to the other hypervisor, domain
+    assert "lab vltwide on hv1: 5 change(s) planned, VMs vm1," in proc.stdout, proc.stdout
+    assert "lab vltwide on hv2: 5 change(s) planned, VMs vm2," in proc.stdout, proc.stdout
     for name in ("hv1", "hv2"):
         assert inside(name, "ovs-vsctl", "list-br").strip() == ""
         domains = inside(name, "virsh", "-c", "qemu:///system", "list", "--all", "--name")

@@ -127,3 +127,12 @@ def test_each_host_checks_the_pairs_of_its_own_vms_with_full_size_pings_across()
     assert [(a.vm, b.vm) for a, b in there] == [("vm3", "vm1"), ("vm3", "vm2")]
     sizes = {(a.vm, b.vm): Ping("reach", a, b).size for a, b in here}
     assert sizes == {("vm1", "vm2"): 56, ("vm1", "vm3"): 1446 - 28, ("vm2", "vm3"): 1446 - 28}
+
+
+def test_a_lab_without_any_underlay_address_gets_no_tunnels_and_a_note() -> None:
+    from provision.core.tunnels import untunnelled
+
+    assert desired_tunnels(wide(), "hv1", {}) == ()
+    notes = untunnelled(wide(), "hv1", {})
+    assert len(notes) == 2 and "bridge br-a has VMs on hv1, hv2, hv3 but none" in notes[0]
+    assert untunnelled(wide(), "hv1", UNDERLAY) == []

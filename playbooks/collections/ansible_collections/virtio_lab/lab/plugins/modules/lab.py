@@ -60,7 +60,7 @@ options:
     default: 300
   underlay:
     description:
-      - The underlay (tunnel) address of each inventory host, C({hv1: 192.168.251.1, ...}),
+      - The underlay (tunnel) address of each inventory host, as a mapping of host to address,
         normally built from every host's C(virtio_lab_underlay_ip) (see C(playbooks/up.yml)).
       - With O(host), every bridge that has VMs on this host and on others gets one tunnel
         port to each of those hosts (lab C(tunnels.type), geneve by default), keyed by a VNI
