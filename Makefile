@@ -8,7 +8,8 @@ LAB ?= inventory/demo.yml
 # What pip needs to build libvirt-python; `provision host prepare` installs the rest.
 BOOTSTRAP_PKGS := libvirt-dev pkg-config gcc python3-dev python3-venv
 
-.PHONY: demo demo-multihost demo-multihost-down test venv host image lint unit integration bench clean-lab
+.PHONY: demo demo-multihost demo-multihost-down test venv host image lint unit integration fuzz \
+	bench clean-lab
 
 demo: host image
 	$(BIN)/provision up $(LAB)
@@ -28,8 +29,9 @@ demo-multihost-down: venv
 	$(ANSIBLE_ENV) $(BIN)/ansible-playbook -i build/hosts.yml -i inventory/wide.yml playbooks/down.yml
 	$(BIN)/provision hosts down
 
+# tests/ includes tests/fuzz, here with its small, derandomized CI budget (about a minute).
 test: host image lint
-	$(BIN)/pytest -v -rs tests
+	VIRTIO_LAB_FUZZ=ci $(BIN)/pytest -v -rs tests
 
 venv: $(BIN)/.installed
 
@@ -61,6 +63,12 @@ unit: venv
 
 integration: host image
 	$(BIN)/pytest -v -rs tests/integration
+
+# The fuzzer with ten times the examples and a fresh random seed each run (VIRTIO_LAB_FUZZ=long;
+# see tests/fuzz/conftest.py); `make fuzz FUZZ_PROFILE=shrink` minimises a CI failure instead.
+FUZZ_PROFILE ?= long
+fuzz: host image
+	VIRTIO_LAB_FUZZ=$(FUZZ_PROFILE) $(BIN)/pytest -v -rs tests/fuzz
 
 bench: host image
 	$(BIN)/python benchmarks/bench_up.py

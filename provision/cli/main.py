@@ -197,9 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_WARNINGS: list[str] = []
+
+
 def _warn(message: Warning | str, category: type[Warning], *_args: Any, **_kw: Any) -> None:
-    """Library warnings (a deprecated lab key) as one line each on stderr."""
-    print(f"provision: warning: {printable(str(message))}", file=sys.stderr)
+    """Library warnings (a deprecated lab key), kept for the end of the command."""
+    _WARNINGS.append(f"provision: warning: {printable(str(message))}")
+
+
+def _flush_warnings(show: bool) -> None:
+    """One line each on stderr after a command that ran; none after a failed one, whose
+    error is then the one line on stderr (the warning comes back once it runs)."""
+    if show:
+        for line in dict.fromkeys(_WARNINGS):
+            print(line, file=sys.stderr)
+    _WARNINGS.clear()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,8 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(words)
         func: Callable[[Any], int] = args.func
-        return func(args)
+        code = func(args)
+        _flush_warnings(True)
+        return code
     except ProvisionError as exc:
+        _flush_warnings(False)
         # Only an operation's failure may span lines (one per object, as ReadBackError does);
         # a bad input or host problem is one line whatever the arguments held.
         _fail(str(exc), exc.exit_code, _json_to_stdout(args, words),
