@@ -141,7 +141,7 @@ def test_a_host_the_inventory_lacks_is_exit_3_and_removes_nothing(
         proc = provision(command, str(lab.path), "--host", host, check=False)
         assert proc.returncode == 3, proc.stdout + proc.stderr
         assert proc.stderr.strip().splitlines() == [
-            f"provision: error: --host: {host!r} is not a host of the inventory (localhost); "
+            f"provision: error: --host: {host!r} is not a host of the inventory ('localhost'); "
             "name one of them"]
     assert all(conn.lookupByName(f"{lab.name}-{vm}").isActive() for vm in lab.vms)
     assert link(f"{lab.name}-vm1-0") is not None
