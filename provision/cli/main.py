@@ -123,16 +123,31 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from provision.cli import commands as c
+    from provision.cli import hosts
     parser = _Parser(
         prog="provision",
         description="virtio-lab: stand up multiqueue virtio-net labs on Open vSwitch and "
         "libvirt from one file, and prove the data path works.",
     )
     sub = parser.add_commands("command")
+    _add_host_commands(sub)
+    _add_lab_commands(sub)
+    hosts.add_parser(sub)
+    return parser
 
-    host = sub.add_parser("host", help="what this host can do; prepare it")
-    hsub = host.add_commands("host_command")
+
+def _add_placement(p: argparse.ArgumentParser, host_help: str) -> None:
+    p.add_argument("--host", metavar="NAME", help=host_help)
+    p.add_argument("-i", "--inventory", metavar="FILE", action="append", default=[],
+                   help="another Ansible inventory with hosts and host variables, e.g. the "
+                   "hosts.yml of `provision hosts up` (repeatable)")
+
+
+def _add_host_commands(sub: Any) -> None:
+    """`host check|prepare` and `image build`: this machine and the embedded guest."""
+    from provision.cli import commands as c
+    hsub = sub.add_parser("host", help="what this host can do; prepare it"
+                          ).add_commands("host_command")
     p = hsub.add_parser("check", help="probe KVM, vhost-net, OVS datapaths, daemons, packages")
     _add_json(p)
     p.set_defaults(func=c.host_check)
@@ -147,14 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "eth1=192.168.251.1/24")
     _add_json(p)
     p.set_defaults(func=c.host_prepare)
-
-    image = sub.add_parser("image", help="the embedded guest")
-    isub = image.add_commands("image_command")
+    isub = sub.add_parser("image", help="the embedded guest").add_commands("image_command")
     p = isub.add_parser("build", help="build the embedded default guest (tiny)")
     p.add_argument("--force", action="store_true", help="rebuild even when cached")
     _add_json(p)
     p.set_defaults(func=c.image_build)
 
+
+def _add_lab_commands(sub: Any) -> None:
+    """The commands that take a lab file."""
+    from provision.cli import commands as c
     for name, func, text in (
         ("render", c.render, "print the domain XML and OVS rows; touches nothing"),
         ("plan", c.plan_cmd, "print changes; exit 0 in sync, 2 changes pending"),
@@ -166,35 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
         _add_lab(p)
         _add_json(p)
         if name in ("plan", "up"):
-            p.add_argument("--host", metavar="NAME",
-                           help="place only the VMs whose `host:` is NAME (default: all VMs)")
-            p.add_argument("-i", "--inventory", metavar="FILE", action="append", default=[],
-                           help="another Ansible inventory with hosts and host variables, "
-                           "e.g. the hosts.yml of `provision hosts up` (repeatable)")
+            _add_placement(p, "place only the VMs whose `host:` is NAME, and the tunnels to "
+                           "the other hosts of their bridges (default: all VMs, no tunnels)")
         if name == "up":
-            p.add_argument(
-                "--timeout",
-                type=_timeout,
-                default=300.0,
-                metavar="SECONDS",
-                help=f"seconds to wait for each guest agent, more than 0 and at most "
-                f"{MAX_TIMEOUT:g} (default 300)",
-            )
+            p.add_argument("--timeout", type=_timeout, default=300.0, metavar="SECONDS",
+                           help="seconds to wait for each guest agent, more than 0 and at "
+                           f"most {MAX_TIMEOUT:g} (default 300)")
         p.set_defaults(func=func)
     p = sub.add_parser("verify", help="prove the data path hop by hop; exit 0 pass, 1 fail")
     _add_lab(p)
     p.add_argument("--json", metavar="FILE", help="write the report as JSON ('-': stdout)")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per check")
     p.add_argument("--perf", action="store_true", help="also measure iperf3 throughput")
-    p.add_argument("--host", metavar="NAME",
-                   help="verify the VMs whose `host:` is NAME, their tunnels, and their pairs "
+    _add_placement(p, "verify the VMs whose `host:` is NAME, their tunnels, and their pairs "
                    "with VMs on other hosts (default: every VM, here)")
-    p.add_argument("-i", "--inventory", metavar="FILE", action="append", default=[],
-                   help="another inventory with hosts and host variables (repeatable)")
     p.set_defaults(func=c.verify)
-    from provision.cli import hosts
-    hosts.add_parser(sub)
-    return parser
 
 
 _WARNINGS: list[str] = []
