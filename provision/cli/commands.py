@@ -67,13 +67,13 @@ def host_prepare(args: argparse.Namespace) -> int:
     if args.check:
         return _host_prepare_check(args)
     from provision.host.prepare import prepare_host
-    from provision.host.probe import ovs_datapath_types
+    from provision.host.probe import probe_ovs_kernel_datapath
     from provision.host.underlay import ensure_underlay, parse_underlay
 
     underlay = parse_underlay(args.underlay) if args.underlay else None  # bad input: no change
     log = (lambda s: None) if args.json else (lambda s: err.print(s, style="dim", markup=False))
     result = prepare_host(log=log, install=not args.no_install)
-    moved = ensure_underlay(*underlay, ovs_datapath_types(), log) if underlay else []
+    moved = ensure_underlay(*underlay, probe_ovs_kernel_datapath()[0], log) if underlay else []
     if args.json:
         _emit_json({**result.to_dict(), "underlay": moved})
     else:  # each action was logged as it happened

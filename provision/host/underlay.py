@@ -38,11 +38,13 @@ def parse_underlay(text: str) -> tuple[str, ipaddress.IPv4Interface]:
                         "--underlay eth1=192.168.251.1/24") from None
 
 
-def ensure_underlay(nic: str, address: ipaddress.IPv4Interface, datapath_types: tuple[str, ...],
+def ensure_underlay(nic: str, address: ipaddress.IPv4Interface, kernel_datapath: bool,
                     log: Callable[[str], None] = lambda s: None) -> list[str]:
-    """Make ``nic`` the port of the underlay bridge holding ``address``; the actions taken
-    (none when all is in place, or when the kernel datapath routes tunnels itself)."""
-    if "system" in datapath_types and "netdev" not in datapath_types:
+    """Make ``nic`` the port of the underlay bridge holding ``address``; the actions taken:
+    none when all is in place, or when this host has the OVS kernel datapath (lab bridges
+    are then `system`, whose tunnels the routing table carries; a lab that forces `netdev`
+    bridges on such a host sets the underlay up by hand)."""
+    if kernel_datapath:
         return []
     with IPRoute() as ipr:
         if not ipr.link_lookup(ifname=nic):

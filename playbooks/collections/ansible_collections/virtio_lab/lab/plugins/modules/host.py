@@ -186,11 +186,11 @@ def prepare(install: bool, image: bool, smoke_test: bool, caps: Any
 
 def underlay(text: str) -> list[dict[str, str]]:
     """The underlay NIC and address on the OVS bridge vlab-underlay (userspace datapath)."""
-    from provision.host.probe import ovs_datapath_types
+    from provision.host.probe import probe_ovs_kernel_datapath
     from provision.host.underlay import UNDERLAY_BRIDGE, ensure_underlay, parse_underlay
 
     nic, address = parse_underlay(text)
-    done = ensure_underlay(nic, address, ovs_datapath_types())
+    done = ensure_underlay(nic, address, probe_ovs_kernel_datapath()[0])
     return [{"kind": "underlay", "target": UNDERLAY_BRIDGE, "reason": d} for d in done]
 
 
