@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from . import strategies as s
@@ -41,6 +42,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]  # the worktree this file is in: subprocesses import its provision
 
 PROFILE = os.environ.get("VIRTIO_LAB_FUZZ", "ci")
+# Hypothesis's own files (caches, the long profile's examples) stay here, git-ignored.
+set_hypothesis_home_dir(str(HERE / ".hypothesis"))
 settings.register_profile(
     "ci",
     derandomize=True,
@@ -67,7 +70,7 @@ settings.register_profile(
     # before it generates anything new.
     phases=tuple(p for p in Phase if p is not Phase.explicit),
     derandomize=False,
-    database=DirectoryBasedExampleDatabase(str(HERE / ".hypothesis")),
+    database=DirectoryBasedExampleDatabase(str(HERE / ".hypothesis" / "examples")),
 )
 settings.load_profile(PROFILE)
 SCALE = {"long": 10}.get(PROFILE, 1)
