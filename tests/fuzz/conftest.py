@@ -25,6 +25,7 @@ import re
 import resource
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from . import strategies as s
@@ -40,6 +42,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]  # the worktree this file is in: subprocesses import its provision
 
 PROFILE = os.environ.get("VIRTIO_LAB_FUZZ", "ci")
+# Hypothesis's own files (caches, the long profile's examples) stay here, git-ignored.
+set_hypothesis_home_dir(str(HERE / ".hypothesis"))
 settings.register_profile(
     "ci",
     derandomize=True,
@@ -62,8 +66,11 @@ settings.register_profile(
 settings.register_profile(
     "long",
     parent=settings.get_profile("shrink"),
+    # Exploration only: the pinned @examples are CI's; a failing one would stop a test
+    # before it generates anything new.
+    phases=tuple(p for p in Phase if p is not Phase.explicit),
     derandomize=False,
-    database=DirectoryBasedExampleDatabase(str(HERE / ".hypothesis")),
+    database=DirectoryBasedExampleDatabase(str(HERE / ".hypothesis" / "examples")),
 )
 settings.load_profile(PROFILE)
 SCALE = {"long": 10}.get(PROFILE, 1)
@@ -138,11 +145,22 @@ def host_snapshot() -> dict[str, Any]:
     }
 
 
+def _settled_snapshot() -> dict[str, Any]:
+    """A snapshot in which every part could be read: a daemon being restarted (an integration
+    test stops one on purpose) is waited for, up to about 20 s."""
+    for _ in range(10):
+        snap = host_snapshot()
+        if not any(isinstance(v, str) for v in snap.values()):
+            break
+        time.sleep(2)
+    return snap
+
+
 @pytest.fixture(scope="module", autouse=True)
 def host_unchanged() -> Iterator[None]:
-    before = host_snapshot()
+    before = _settled_snapshot()
     yield
-    after = host_snapshot()
+    after = _settled_snapshot()
     changed = {k: {"before": before[k], "after": after[k]} for k in before
                if before[k] != after[k]}
     assert not changed, f"the fuzzed commands changed the host: {changed}"
@@ -179,7 +197,7 @@ def memory_cap() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class LabPaths:
-    """What the @placeholders of strategies.command_lines stand for."""
+    """What the @placeholders of cli_inputs.command_lines stand for."""
 
     root: Path
     valid: Path  # a valid fz lab, which is not on the host

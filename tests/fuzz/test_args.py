@@ -8,13 +8,13 @@ from hypothesis import example, given, settings
 from provision.cli.main import build_parser
 from provision.errors import SpecError
 
-from . import strategies as s
+from . import cli_inputs
 from .conftest import budget
 from .oracle import check_spec_error, finite_positive
 
 
 @settings(max_examples=budget(300))
-@given(argv=s.command_lines())
+@given(argv=cli_inputs.command_lines())
 @example(argv=["up", "@valid", "--timeout", "nan"])
 @example(argv=["render", "@valid", "--json", "\x1b[2J"])
 def test_parser(argv: list[str]) -> None:

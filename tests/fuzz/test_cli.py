@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from provision.cli.main import main
 
+from . import cli_inputs
 from . import strategies as s
 from .conftest import LabPaths, budget, out_files
 from .oracle import LAB_COMMANDS, check, parse, rejected, run_inprocess, safe_to_run
@@ -115,7 +116,7 @@ def test_status_and_verify_of_absent_labs(lab_paths: LabPaths, lab_file: Path,
 
 
 @settings(max_examples=budget(120))
-@given(template=s.command_lines())
+@given(template=cli_inputs.command_lines())
 @example(template=["verify", "@valid", "--json=-"])
 @example(template=["verify", "@valid", "--junit", "@outmissing"])
 def test_command_lines(lab_paths: LabPaths, template: list[str]) -> None:
@@ -190,9 +191,9 @@ def build_cache(root: Path, layout: str, manifest: bytes) -> Path:
 
 
 @settings(max_examples=budget(30))
-@given(cache=s.image_caches(), command=st.sampled_from(["render", "plan"]))
-@example(cache=("manifest", json.dumps({k: v for k, v in s.MANIFEST.items() if k != "cmdline"})
-                .encode()), command="render")
+@given(cache=cli_inputs.image_caches(), command=st.sampled_from(["render", "plan"]))
+@example(cache=("manifest", json.dumps(
+    {k: v for k, v in cli_inputs.MANIFEST.items() if k != "cmdline"}).encode()), command="render")
 def test_damaged_image_cache(lab_paths: LabPaths, cache_root: Path, cache: tuple[str, bytes],
                              command: str) -> None:
     """A lab command on a damaged image cache: exit 4 (rebuild the image), never a crash."""

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from . import cli_inputs
 from . import strategies as s
 from .conftest import LabPaths, budget, out_files
 from .oracle import LAB_COMMANDS, check, parse, rejected, run_process, safe_to_run
@@ -73,7 +74,7 @@ def test_lab_paths(lab_paths: LabPaths, kind: str, command: str) -> None:
 
 
 @settings(max_examples=budget(6), deadline=None)
-@given(template=s.command_lines())
+@given(template=cli_inputs.command_lines())
 def test_command_lines(lab_paths: LabPaths, template: list[str]) -> None:
     argv = [lab_paths.resolve(t) for t in template]
     args = parse(argv)
