@@ -195,12 +195,19 @@ def load(path: LabSource, host: str | None = None, extra: Sequence[str | Path] =
     lab = inv.placed(host)
     img = image.load_image(lab.vms[0].image if lab.vms else "tiny")
     want = desired.desired_state(lab, lab_caps(), img, mtus=guest_mtus(inv.lab))
+    return lab, with_tunnels(want, inv, host)
+
+
+def with_tunnels(want: desired.DesiredLab, inv: inventory.Inventory, host: str | None
+                 ) -> desired.DesiredLab:
+    """``want`` plus the tunnel ports ``host`` holds (none without a host), with a note
+    for bridges that span hosts none of which has an underlay address."""
     if host is None:
-        return lab, want
+        return want
     underlay = {vm.host: inv.var(vm.host, tunnels.UNDERLAY_VAR) for vm in inv.lab.vms}
     mesh = tunnels.desired_tunnels(inv.lab, host, underlay, inv.lab.tunnels.type)
     notes = tuple(tunnels.untunnelled(inv.lab, host, underlay))
-    return lab, dataclasses.replace(want, ports=want.ports + mesh, notes=want.notes + notes)
+    return dataclasses.replace(want, ports=want.ports + mesh, notes=want.notes + notes)
 
 
 def plan_lab(path: LabSource, host: str | None = None, extra: Sequence[str | Path] = ()

@@ -18,7 +18,7 @@ from pathlib import Path
 import libvirt
 
 from provision.backends import virt
-from provision.core import spec, tunnels
+from provision.core import spec
 from provision.core.desired import DesiredLab, desired_state
 from provision.core.observed import ObservedLab
 from provision.core.owner import owned_by
@@ -31,7 +31,7 @@ from provision.engine.converge import (
     open_backends,
     parallel,
 )
-from provision.engine.lab import LabSource, lab_inventory
+from provision.engine.lab import LabSource, lab_inventory, with_tunnels
 from provision.errors import HostError
 from provision.host.probe import HostCaps, lab_caps
 from provision.image import cache as image
@@ -67,11 +67,7 @@ def load_for_verify(path: LabSource, host: str | None = None,
         render_caps = dataclasses.replace(render_caps, ovs_kernel_datapath=True)
     img = image.load_image(lab.vms[0].image if lab.vms else "tiny")
     want = desired_state(lab, render_caps, img, strict=False, mtus=guest_mtus(inv.lab))
-    if host is not None:
-        underlay = {vm.host: inv.var(vm.host, tunnels.UNDERLAY_VAR) for vm in inv.lab.vms}
-        mesh = tunnels.desired_tunnels(inv.lab, host, underlay, inv.lab.tunnels.type)
-        want = dataclasses.replace(want, ports=want.ports + mesh)
-    return inv.lab, lab, want, caps
+    return inv.lab, lab, with_tunnels(want, inv, host), caps
 
 
 def _require_lab(observed: ObservedLab, lab: str, path: LabSource) -> None:
