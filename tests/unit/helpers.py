@@ -50,3 +50,13 @@ def lab_data(**changes: Any) -> dict[str, Any]:
 
 def lab(**changes: Any) -> Lab:
     return parse_lab(lab_data(**changes))
+
+
+def mutated(path: list, value: object) -> dict[str, Any]:
+    """The base lab's data with the value at ``path`` (keys and indices) replaced."""
+    data = lab_data()
+    node: Any = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return data

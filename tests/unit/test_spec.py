@@ -15,7 +15,7 @@ from provision.core.owner import domain_name, nic_mac, tap_name
 from provision.core.spec import LAB_NAME, VM_NAME, parse_lab
 from provision.errors import SpecError
 
-from .helpers import lab, lab_data
+from .helpers import lab, lab_data, mutated
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,14 +30,6 @@ def test_demo_lab_matches_the_issue() -> None:
     nets = {vm.nics[0].ip.network for vm in demo.vms}  # type: ignore[union-attr]
     assert len(nets) == 1, "all three in one subnet, so VLAN isolation is observable"
 
-
-def _mutated(path: list, value: object) -> dict:
-    data = lab_data()
-    node = data
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    return data
 
 
 @pytest.mark.parametrize(
@@ -86,7 +78,7 @@ def _mutated(path: list, value: object) -> dict:
 def test_bad_input_names_the_key_path(path: list, value: object, key_path: str,
                                       words: str) -> None:
     with pytest.raises(SpecError) as info:
-        parse_lab(_mutated(path, value))
+        parse_lab(mutated(path, value))
     message = str(info.value)
     assert message.startswith(key_path + ":"), message
     assert words in message, message
@@ -187,7 +179,7 @@ def test_guest_addresses_must_reach_peers(ip: object, words: str) -> None:
                            (["vms", 1, "nics", 0, "trunks", 1, "ip"],
                             "lab.vms[1].nics[0].trunks[1].ip")]:
         with pytest.raises(SpecError) as info:
-            parse_lab(_mutated(path, ip))
+            parse_lab(mutated(path, ip))
         message = str(info.value)
         assert message.startswith(f"{key_path}: ") and words in message, message
 
@@ -195,7 +187,7 @@ def test_guest_addresses_must_reach_peers(ip: object, words: str) -> None:
 @pytest.mark.parametrize("ip", ["10.9.0.4/31", "10.9.0.5/31", "10.9.0.1/30", "10.0.0.1/8",
                                 "192.0.2.1/24", " 10.9.0.7/24 ", "10.9.0.7/255.255.255.0"])
 def test_usable_guest_addresses(ip: str) -> None:
-    parsed = parse_lab(_mutated(["vms", 0, "nics", 0, "ip"], ip))
+    parsed = parse_lab(mutated(["vms", 0, "nics", 0, "ip"], ip))
     assert parsed.vms[0].nics[0].ip == ipaddress.IPv4Interface(ip.strip())
 
 
@@ -214,7 +206,7 @@ def test_usable_guest_addresses(ip: str) -> None:
 )
 def test_bad_macs(mac: str, words: str) -> None:
     with pytest.raises(SpecError) as info:
-        parse_lab(_mutated(["vms", 0, "nics", 0, "mac"], mac))
+        parse_lab(mutated(["vms", 0, "nics", 0, "mac"], mac))
     message = str(info.value)
     assert message.startswith("lab.vms[0].nics[0].mac: ") and words in message, message
 

@@ -9,17 +9,7 @@ import yaml
 from provision.core.spec import parse_lab
 from provision.errors import ECHO, MAX_LINE, SpecError, shown
 
-from .helpers import lab_data
-
-
-def _mutated(path: list, value: object) -> dict:
-    data = lab_data()
-    node = data
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    return data
-
+from .helpers import lab_data, mutated
 
 # -- messages are one printable line of bounded length ------------------------------------
 
@@ -90,7 +80,7 @@ MAC_AS_INT = yaml.safe_load("mac: 52:54:00:12:34:56")["mac"]  # YAML 1.1: base 6
 def test_wrong_types_say_what_to_write(path: list, value: object, key_path: str,
                                        words: str) -> None:
     with pytest.raises(SpecError) as info:
-        parse_lab(_mutated(path, value))
+        parse_lab(mutated(path, value))
     message = str(info.value)
     assert message.startswith(f"{key_path}: ") and words in message, message
 
@@ -115,7 +105,7 @@ HOSTILE = ["vm1\n\x1b[2Jlab.vms[0]: fine", "v" * (2 << 20), "\u202evm1", "x\udc8
                                   ["backend"]])
 def test_echoed_values_are_one_bounded_line(path: list, value: str) -> None:
     with pytest.raises(SpecError) as info:
-        parse_lab(_mutated(path, value))
+        parse_lab(mutated(path, value))
     message = str(info.value)
     assert message.isprintable() and len(message) <= MAX_LINE, message[:200]
     assert "\\x1b" in message or "\x1b" not in value
@@ -124,7 +114,7 @@ def test_echoed_values_are_one_bounded_line(path: list, value: str) -> None:
 @pytest.mark.parametrize("key", HOSTILE, ids=["newline-escape", "2MiB", "bidi", "surrogate"])
 def test_an_unknown_key_is_one_bounded_line(key: str) -> None:
     with pytest.raises(SpecError) as info:
-        parse_lab(_mutated(["vms", 0, key], 1))
+        parse_lab(mutated(["vms", 0, key], 1))
     message = str(info.value)
     assert message.startswith("lab.vms[0]")
     assert "unknown key" in message or "not valid Unicode (a lone surrogate)" in message
