@@ -6,26 +6,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import os
 import socket
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from provision.core import desired, inventory, plan, spec, tunnels
 from provision.core.placement import guest_mtus
-from provision.engine import converge
+from provision.engine import converge, locks
 from provision.engine.converge import Progress
-from provision.errors import HostError, OperationError, SpecError
+from provision.errors import OperationError, SpecError
 from provision.host.probe import lab_caps
 from provision.host.ready import wait_for_daemons
 from provision.image import cache as image
 
-RUNDIR_ENV = "VIRTIO_LAB_RUNDIR"
-DEFAULT_RUNDIR = "/run/virtio-lab"
+RUNDIR_ENV = locks.RUNDIR_ENV
 
 
 @dataclass
@@ -109,81 +106,20 @@ def _notes(path: LabSource, host: str | None, lab: spec.Lab) -> list[str]:
 
 def run_dir() -> Path:
     """Where lab locks live: $VIRTIO_LAB_RUNDIR, else /run/virtio-lab."""
-    return Path(os.environ.get(RUNDIR_ENV) or DEFAULT_RUNDIR)
+    return locks.run_dir()
 
 
 def lock_path(name: str) -> Path:
     return run_dir() / f"lab-{name}.lock"
 
 
-@contextlib.contextmanager
-def lab_lock(name: str) -> Iterator[None]:
-    """One writer per lab on this host: a second `up` or `down` of the same lab fails fast.
-
-    The lock file is removed when the operation ends. Unlinking a lock file others may
-    open needs care: each taker checks, once it holds the flock, that the path still names
-    the file it locked (else the holder before it removed it, and it tries again), and the
-    holder unlinks the path before it lets go of the lock."""
-    path = lock_path(name)
-    fd = _take_lock(path, name)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            if _names(path, fd):  # else someone removed it by hand; the path is not ours
-                path.unlink()
-        os.close(fd)  # releases the flock
-
-
-def _take_lock(path: Path, name: str) -> int:
-    _make_run_dir(path.parent)
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise HostError(f"cannot open the lock file {path} of lab {name}: "
-                            f"{exc.strerror}; check {RUNDIR_ENV} or remove the file") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _lock_holder(fd)
-            os.close(fd)
-            raise OperationError(
-                f"lab {name}: another `provision up` or `down` of this lab is running"
-                f"{holder} and holds {path}; wait for it to finish"
-            ) from None
-        if _names(path, fd):
-            with contextlib.suppress(OSError):  # the pid only informs a second taker
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
-            return fd
-        os.close(fd)  # the previous holder removed the file we locked: take the new one
-
-
-def _names(path: Path, fd: int) -> bool:
-    """Whether ``path`` is still the file open as ``fd``."""
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
-    except FileNotFoundError:
-        return False
-
-
-def _lock_holder(fd: int) -> str:
-    with contextlib.suppress(OSError, ValueError):
-        pid = int(os.pread(fd, 32, 0).decode().strip())
-        return f" (pid {pid})"
-    return ""
-
-
-def _make_run_dir(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise HostError(f"{directory} is not a directory, and lab locks live there: "
-                        f"remove it, or set {RUNDIR_ENV} to a directory") from None
-    except OSError as exc:
-        raise HostError(f"cannot create {directory} for lab locks: {exc.strerror}; "
-                        f"set {RUNDIR_ENV} to a directory you can write") from None
+def lab_lock(name: str) -> contextlib.AbstractContextManager[None]:
+    """One writer per lab on this host: a second `up` or `down` of the same lab fails fast
+    (``locks.file_lock``; the lock file is removed when the operation ends)."""
+    return locks.file_lock(
+        lock_path(name), f"lab {name}",
+        f"lab {name}: another `provision up` or `down` of this lab is running",
+    )
 
 
 def load(path: LabSource, host: str | None = None, extra: Sequence[str | Path] = ()

@@ -13,7 +13,6 @@ daemon that stopped), recreates those whose init died, and removes those beyond 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from provision.engine import locks
 from provision.errors import HostError, OperationError, ProvisionError, SpecError
 from provision.hypervisors import daemons, inventory, network, spaces, ssh
 from provision.hypervisors.plan import (
@@ -117,17 +117,9 @@ def _check_machine(tools: bool = True) -> None:
                         f"{' '.join(missing)}`")  # fmt: skip
 
 
-@contextlib.contextmanager
-def _lock() -> Iterator[None]:
-    rundir = os.environ.get("VIRTIO_LAB_RUNDIR", "/run/virtio-lab")
-    os.makedirs(rundir, exist_ok=True)
-    with open(os.path.join(rundir, "hypervisors.lock"), "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OperationError("another `provision hosts up` or `down` is running; wait "
-                                 "for it to finish") from None  # fmt: skip
-        yield
+def _lock() -> contextlib.AbstractContextManager[None]:
+    return locks.file_lock(locks.run_dir() / "hypervisors.lock", "namespace hypervisors",
+                           "another `provision hosts up` or `down` is running")
 
 
 def _stop(host: Hypervisor, keep_state: bool = False) -> None:

@@ -194,3 +194,18 @@ def test_an_unwritable_inventory_is_bad_input(tmp_path: Path) -> None:
         with pytest.raises(SpecError, match=r"^--inventory: ") as err:
             check_writable(bad)
         assert err.value.exit_code == 3
+
+
+def test_the_hypervisors_lock_conflicts_and_its_file_goes_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provision import hypervisors
+    from provision.errors import OperationError
+
+    monkeypatch.setenv("VIRTIO_LAB_RUNDIR", str(tmp_path))
+    with hypervisors._lock():
+        assert (tmp_path / "hypervisors.lock").exists()
+        with pytest.raises(OperationError, match="another `provision hosts up`"), \
+                hypervisors._lock():
+            pass
+    assert list(tmp_path.iterdir()) == []
