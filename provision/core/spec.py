@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from provision.core.addresses import GuestAddress
+from provision.core.imagespec import CloudInitSpec, ImageSpec, check_image_value, is_disk
 from provision.core.owner import nic_mac, tap_name
 from provision.core.spec_errors import PathError as _PathError
 from provision.core.spec_errors import spec_error
@@ -157,9 +158,23 @@ class VmSpec(_Strict):
     name: StrictStr = Field(pattern=VM_NAME)  # the domain is named <lab>-<name>
     vcpus: StrictInt = Field(default=1, ge=1, le=255)  # <vcpu>
     memory_mib: StrictInt = Field(default=256, ge=128, le=1048576)  # <memory unit='MiB'>
-    image: Literal["tiny"] = "tiny"  # the embedded default guest
+    # tiny (the embedded guest), debian (built by virtio-lab), or {path|url, sha256}
+    image: ImageSpec = "tiny"
+    cloud_init: CloudInitSpec | None = None  # seed extras for a disk image, over the lab's
     host: StrictStr = "localhost"  # the inventory host that runs the VM
     nics: tuple[NicSpec, ...] = ()
+
+    @field_validator("image", mode="before")
+    @classmethod
+    def _image(cls, v: Any) -> Any:
+        return check_image_value(v)
+
+    @model_validator(mode="after")
+    def _seed_needs_disk(self) -> VmSpec:
+        if self.cloud_init is not None and not is_disk(self.image):
+            raise _PathError("cloud_init", "image tiny has no cloud-init; drop cloud_init or "
+                             "boot a disk image (image: debian, or {path|url, sha256})")
+        return self
 
     @model_validator(mode="after")
     def _queues_fit(self) -> VmSpec:
@@ -260,6 +275,8 @@ class Lab(_Strict):
     bridges: tuple[BridgeSpec, ...] = Field(min_length=1)
     vms: tuple[VmSpec, ...] = ()
     tunnels: TunnelSpec = TunnelSpec()
+    # seed extras for every VM that boots a disk image (a VM's own cloud_init adds to them)
+    cloud_init: CloudInitSpec = CloudInitSpec()
 
     @field_validator("name", mode="before")
     @classmethod
@@ -377,9 +394,16 @@ def nic_queues(vm: VmSpec, nic: NicSpec) -> int:
     return nic.queues or vm.vcpus
 
 
+HASH_IF_SET = ("cloud_init",)
+
+
 def spec_hash(model: BaseModel) -> str:
     """A short, stable hash of a validated model (lab or VM)."""
-    data = json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    dumped = model.model_dump(mode="json")
+    for key in HASH_IF_SET:  # keys added later: absent, they leave older labs' hashes alone
+        if dumped.get(key) is None:
+            dumped.pop(key, None)
+    data = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 

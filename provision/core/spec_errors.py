@@ -28,6 +28,7 @@ EXAMPLES = {
     "name": "demo", "backend": "auto", "bridges": "[{name: br0}]", "vms": "[{name: vm1}]",
     "bridges.name": "br0", "bridges.datapath_type": "auto",
     "vms.name": "vm1", "vms.vcpus": "2", "vms.memory_mib": "256", "vms.image": "tiny",
+    "vms.image.sha256": "<64 hex digits>",
     "vms.host": "localhost", "vms.nics": "[{bridge: br0}]",
     "vms.nics.bridge": "br0", "vms.nics.vlan": "100", "vms.nics.trunks": "[30, 31]",
     "vms.nics.queues": "4", "vms.nics.ip": "10.9.0.5/24", "vms.nics.mac": '"52:54:00:12:34:56"',
@@ -43,14 +44,20 @@ MODELS = {
 }
 
 
+UNION_TAGS = ("image-name", "image-disk")
+
+
 def spec_error(exc: ValidationError) -> SpecError:
     """The first error of a validation of ``lab``, as a SpecError."""
     err = exc.errors(include_url=False)[0]
+    # A tagged union's branch (imagespec.ImageSpec: "name" or "disk") is no key of the file.
+    err["loc"] = tuple(p for p in err["loc"] if p not in UNION_TAGS)
     loc = err["loc"][:-1] if err["type"] == "invalid_key" else err["loc"]
     path = "lab" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
     ctx_error = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_error, PathError):
-        return SpecError(f"{path}.{ctx_error.path}", str(ctx_error))
+        sub = ctx_error.path
+        return SpecError(f"{path}[{sub}]" if sub.isdigit() else f"{path}.{sub}", str(ctx_error))
     return SpecError(path, _message(err))
 
 

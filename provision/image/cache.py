@@ -180,3 +180,14 @@ def prune(cache: Path, name: str, keep: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
     for stale in cache.glob(f".{name}-build-*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class DiskImage:
+    """A disk image booted by its own bootloader; VMs boot from qcow2 overlays onto it."""
+
+    name: str  # the lab file's image name, e.g. "debian"; "sha256:<hex>" for a path/URL image
+    path: Path  # the base file in the image cache (never written by a lab)
+    format: str  # "qcow2" | "raw"
+    content_hash: str  # sha256 of the file's bytes
+    virtual_size: int  # bytes the guest sees

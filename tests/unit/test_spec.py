@@ -70,7 +70,7 @@ def test_demo_lab_matches_the_issue() -> None:
         (["vms", 1, "name"], "vm1", "lab.vms[1].name", "used twice"),
         (["vms", 0, "nics", 0, "bridge"], "br-x", "lab.vms[0].nics[0].bridge",
          "not in lab.bridges"),
-        (["vms", 0, "image"], "debian", "lab.vms[0].image", "not allowed"),
+        (["vms", 0, "image"], "fedora", "lab.vms[0].image", "not an image virtio-lab builds"),
         (["backend"], "dpdk", "lab.backend", "not allowed"),
         (["vms", 0, "memory_mib"], 16, "lab.vms[0].memory_mib", "greater than"),
     ],
