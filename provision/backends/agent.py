@@ -101,6 +101,38 @@ def wait_agent(dom: libvirt.virDomain, timeout: float) -> float:
             time.sleep(0.05)
 
 
+def wait_cloud_init(dom: libvirt.virDomain, timeout: float) -> float:
+    """Wait until cloud-init has finished in the guest (``cloud-init status --wait``);
+    return the seconds waited. AgentError naming the VM when it failed or did not finish:
+    a guest whose seed was not applied is not the lab."""
+    start = time.monotonic()
+    try:
+        code, out, err = guest_exec(dom, "/bin/sh", ["-c", _CLOUD_INIT_WAIT], timeout=timeout)
+    except AgentError as exc:
+        raise AgentError(f"{exc}; cloud-init did not finish: see `virsh console "
+                         f"{dom.name()}` and /var/log/cloud-init.log in the guest") from None
+    if code == 127:
+        raise AgentError(f"{dom.name()}: the image has no cloud-init, so its seed (network, "
+                         "channels, agent) cannot be applied; use an image with cloud-init")
+    # 0: done; 2: done with recoverable errors (warnings, e.g. a deprecated key): the lab's
+    # settings are checked by reading the NICs back, not by trusting cloud-init.
+    if code not in (0, 2):
+        detail = " ".join((out + err).split())[-300:]
+        raise AgentError(f"{dom.name()}: cloud-init failed (exit {code}): {detail}; see "
+                         "/var/log/cloud-init.log in the guest")
+    return time.monotonic() - start
+
+
+# cloud-init --wait polls every 0.25 s; `command -v` tells an image without cloud-init.
+_CLOUD_INIT_WAIT = r"""
+command -v cloud-init > /dev/null 2>&1 || exit 127
+cloud-init status --wait > /dev/null
+rc=$?
+cloud-init status --long
+exit $rc
+"""
+
+
 def guest_exec(
     dom: libvirt.virDomain, path: str, args: list[str], timeout: float = 30.0
 ) -> tuple[int, str, str]:

@@ -54,5 +54,5 @@ class RichProgress:
             self._started = True
         return self._progress.add_task(description, total=total, note="")
 
-    def advance(self, task: Any, note: str = "") -> None:
-        self._progress.update(task, advance=1, note=note)
+    def advance(self, task: Any, note: str = "", step: int = 1) -> None:
+        self._progress.update(task, advance=step, note=note)

@@ -9,13 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from provision.core import disks as disks_mod
 from provision.core import render
+from provision.core.disks import DesiredPool, DesiredVolume
 from provision.core.owner import Owner, domain_name, nic_mac, tap_name
 from provision.core.placement import guest_mtus
 from provision.core.spec import Lab, VmSpec, nic_queues, spec_hash
 from provision.errors import HostError, SpecError
 from provision.host.probe import HostCaps
-from provision.image.cache import GuestImage
+from provision.image.cache import DiskImage, GuestImage
 from provision.image.cmdline import guest_cmdline
 
 
@@ -84,6 +86,7 @@ class DesiredDomain:
     vm: str  # VM name in the spec
     xml: str  # rendered domain XML
     nics: tuple[GuestNic, ...]  # what the guest must show
+    cloud_init: bool = False  # boots a disk image with a seed: up waits for cloud-init
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ class DesiredLab:
     ports: tuple[DesiredPort, ...]
     domains: tuple[DesiredDomain, ...]
     notes: tuple[str, ...] = ()  # what resolving the lab here decided that a plan should say
+    pool: DesiredPool | None = None  # only a lab with disk-image VMs has one
+    volumes: tuple[DesiredVolume, ...] = ()
 
 
 def resolve_backend(lab: Lab, caps: HostCaps, strict: bool = True) -> str:
@@ -123,10 +128,14 @@ def resolve_bridge_type(lab: Lab, index: int, caps: HostCaps) -> str:
     return caps.best_ovs_datapath_type if wanted == "auto" else wanted
 
 
-def desired_state(lab: Lab, caps: HostCaps, image: GuestImage, strict: bool = True,
+Images = GuestImage | Mapping[str, GuestImage | DiskImage]
+
+
+def desired_state(lab: Lab, caps: HostCaps, image: Images, strict: bool = True,
                   mtus: Mapping[str, int] | None = None) -> DesiredLab:
     """Everything the lab owns on this host, named, tagged and rendered; ``strict=False``
     renders a backend the host cannot give as asked (for verify) instead of refusing.
+    ``image``: what every VM boots, or what each boots by VM name (``image.resolve``).
     ``mtus``: the guest MTU of NICs per bridge (``tunnels.guest_mtus`` of the whole lab,
     when ``lab`` holds only one host's VMs); by default from ``lab`` itself."""
     mtus = guest_mtus(lab) if mtus is None else mtus
@@ -138,20 +147,25 @@ def desired_state(lab: Lab, caps: HostCaps, image: GuestImage, strict: bool = Tr
     taps: list[DesiredTap] = []
     ports: list[DesiredPort] = []
     domains: list[DesiredDomain] = []
+    volumes: list[DesiredVolume] = []
     for vm in lab.vms:
         for i, nic in enumerate(vm.nics):
             tap = tap_name(lab.name, vm.name, i)
             owner = Owner(lab.name, vm.name, i)
             taps.append(DesiredTap(tap, owner, nic_queues(vm, nic)))
             ports.append(DesiredPort(tap, nic.bridge, nic.vlan, nic.trunk_vlans, owner))
-        domains.append(_desired_domain(lab, vm, caps, image, backend, bridges, mtus))
+        vm_image = image if isinstance(image, GuestImage) else image[vm.name]
+        dom, disks = _desired_domain(lab, vm, caps, vm_image, backend, bridges, mtus)
+        domains.append(dom)
+        volumes.extend((disks.overlay, disks.seed) if disks else ())
     ports.extend(
         DesiredPort(b.uplink.interface, b.name, b.uplink.tag, b.uplink.trunks, Owner(lab.name),
                     role="uplink")
         for b in lab.bridges if b.uplink is not None
     )
     return DesiredLab(
-        lab.name, backend, caps.domain_type, bridges, tuple(taps), tuple(ports), tuple(domains)
+        lab.name, backend, caps.domain_type, bridges, tuple(taps), tuple(ports), tuple(domains),
+        pool=disks_mod.lab_pool(lab.name) if volumes else None, volumes=tuple(volumes),
     )
 
 
@@ -170,14 +184,9 @@ def _guest_nics(lab: Lab, vm: VmSpec) -> tuple[GuestNic, ...]:
     )
 
 
-def _desired_domain(
-    lab: Lab, vm: VmSpec, caps: HostCaps, image: GuestImage, backend: str,
-    bridges: tuple[DesiredBridge, ...], mtus: Mapping[str, int],
-) -> DesiredDomain:
-    nics = _guest_nics(lab, vm)
-    name = domain_name(lab.name, vm.name)
+def _cmdline(lab: Lab, vm: VmSpec, image: GuestImage, nics: tuple[GuestNic, ...]) -> str:
     try:
-        cmdline = guest_cmdline(
+        return guest_cmdline(
             image, vm.name,
             [(n.mac, n.ip, n.queues, [(v.vid, v.ip) for v in n.vlans]) for n in nics],
         )
@@ -185,6 +194,22 @@ def _desired_domain(
         where = f"lab.vms[{lab.vms.index(vm)}]"
         raise SpecError(f"{where}.{exc.path}" if exc.path else where,
                         str(exc).removeprefix(f"{exc.path}: ")) from None
+
+
+def _desired_domain(
+    lab: Lab, vm: VmSpec, caps: HostCaps, image: GuestImage | DiskImage, backend: str,
+    bridges: tuple[DesiredBridge, ...], mtus: Mapping[str, int],
+) -> tuple[DesiredDomain, disks_mod.VmDisks | None]:
+    """The domain, and the volumes it boots from when ``image`` is a disk."""
+    nics = _guest_nics(lab, vm)
+    name = domain_name(lab.name, vm.name)
+    disks = None
+    if isinstance(image, DiskImage):
+        nic_mtus = {n.mac: mtus.get(s.bridge) for n, s in zip(nics, vm.nics, strict=True)}
+        disks = disks_mod.vm_disks(lab, vm, image, nics, nic_mtus)
+        cmdline = ""
+    else:
+        cmdline = _cmdline(lab, vm, image, nics)
     netdev = {b.name for b in bridges if b.datapath_type == "netdev"}
     nic_ctx = [
         {
@@ -212,5 +237,6 @@ def _desired_domain(
         spec_hash=spec_hash(vm),
         emulator=caps.emulator,
         machine=caps.machine,
+        disk=disks.context(lab.name) if disks else None,
     )
-    return DesiredDomain(name, vm.name, xml, nics)
+    return DesiredDomain(name, vm.name, xml, nics, cloud_init=disks is not None), disks

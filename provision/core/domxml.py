@@ -54,6 +54,20 @@ def interface_facts(iface: ET.Element) -> dict[str, Any]:
     }
 
 
+def _disk_facts(disk: ET.Element) -> dict[str, Any]:
+    """What the lab controls on one ``<disk>``: which volume of which pool, where."""
+    source, target, driver = disk.find("source"), disk.find("target"), disk.find("driver")
+    return {
+        "device": disk.get("device"),
+        "pool": None if source is None else source.get("pool"),
+        "volume": None if source is None else source.get("volume"),
+        "target": None if target is None else target.get("dev"),
+        "bus": None if target is None else target.get("bus"),
+        "format": None if driver is None else driver.get("type"),
+        "readonly": disk.find("readonly") is not None,
+    }
+
+
 def domain_facts(xml: str) -> dict[str, Any]:
     """The normal form of a domain: the facts virtio-lab sets, nothing libvirt adds."""
     root = ET.fromstring(xml)
@@ -67,6 +81,8 @@ def domain_facts(xml: str) -> dict[str, Any]:
         "cmdline": root.findtext("os/cmdline"),
         "owner": metadata_from_domain_xml(xml),  # lab, vm, spec-hash, image, backend
         "interfaces": [interface_facts(i) for i in root.findall("devices/interface")],
+        "boot": [b.get("dev") for b in root.findall("os/boot")],
+        "disks": [_disk_facts(d) for d in root.findall("devices/disk")],
         "agent_channel": any(
             t.get("name") == "org.qemu.guest_agent.0"
             for t in root.findall("devices/channel/target")

@@ -57,6 +57,24 @@ class ObservedDomain:
 
 
 @dataclass(frozen=True)
+class ObservedPool:
+    name: str
+    path: str  # <target><path>
+    owner: Owner | None  # from the ownership file beside the directory; None when not a lab's
+    active: bool
+
+
+@dataclass(frozen=True)
+class ObservedVolume:
+    name: str
+    pool: str
+    path: str
+    format: str | None  # <target><format type>
+    backing: str | None  # <backingStore><path>
+    content_hash: str | None = None  # sha256 of a seed's bytes (seeds are small)
+
+
+@dataclass(frozen=True)
 class ObservedGuestVlan:
     """A VLAN sub-interface in the guest (it shares its parent NIC's MAC)."""
 
@@ -94,3 +112,5 @@ class ObservedLab:
     # which of the names the lab wants for new bridges, and of its uplinks, are Linux
     # interfaces here (a bridge's name taken; an uplink's NIC present)
     links: frozenset[str] = frozenset()
+    pools: dict[str, ObservedPool] = field(default_factory=dict)  # owned, or named as wanted
+    volumes: dict[str, ObservedVolume] = field(default_factory=dict)  # of the lab's pools

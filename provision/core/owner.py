@@ -100,6 +100,11 @@ def from_metadata(meta: dict[str, Any] | None) -> Owner | None:
 # -- names of owned objects ----------------------------------------------------------------
 
 
+def pool_name(lab: str) -> str:
+    """The libvirt storage pool of a lab's overlays and seeds."""
+    return f"virtio-lab-{lab}"
+
+
 def domain_name(lab: str, vm: str) -> str:
     """The libvirt domain of a VM."""
     return f"{lab}-{vm}"

@@ -7,75 +7,19 @@ the lab needs that something else already holds is a ``ConflictError`` before an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from provision.core import compare
+from provision.core import volumes as plan_volumes
+from provision.core.changes import PHASES, Change, ConflictError, Plan
 from provision.core.compare import Diff
 from provision.core.desired import (
-    DesiredBridge,
     DesiredDomain,
     DesiredLab,
-    DesiredPort,
-    DesiredTap,
-    GuestNic,
 )
 from provision.core.observed import ObservedLab
 from provision.core.owner import owned_by
-from provision.errors import HostError, OperationError
-
-# Apply order, the one place it is written down. Removals run first for domains (they hold
-# taps) and last for taps; the OVS phase is one transaction.
-PHASES = ("domains-remove", "taps", "ovs", "taps-remove", "domains", "guests")
-
-Desired = DesiredBridge | DesiredPort | DesiredTap | DesiredDomain | GuestNic
-
-
-class ConflictError(OperationError):
-    """A name the lab needs is taken by an object the lab does not own."""
-
-
-@dataclass(frozen=True)
-class Change:
-    phase: str  # one of PHASES
-    action: str  # create | modify | delete | start | replace | restart | configure
-    kind: str  # bridge | port | tap | domain | guest | guest-nic
-    target: str  # the object's name (guest-nic: "<domain>/<mac>")
-    before: Any  # observed value(s), None when absent
-    after: Any  # desired value(s), None when removed
-    reason: str  # why, for a human
-    # The typed object this change brings about; None for a removal. apply needs nothing else.
-    desired: Desired | None = field(default=None, compare=False, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k)
-                for k in ("phase", "action", "kind", "target", "before", "after", "reason")}
-
-    def describe(self) -> str:
-        """One line: the object, then what differs."""
-        return f"{self.kind} {self.target}: {self.reason}"
-
-
-@dataclass
-class Plan:
-    lab: str
-    changes: list[Change] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # what the plan left alone, and why
-
-    @property
-    def in_sync(self) -> bool:
-        return not self.changes
-
-    def by_phase(self, phase: str) -> list[Change]:
-        return [c for c in self.changes if c.phase == phase]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "lab": self.lab,
-            "in_sync": self.in_sync,
-            "changes": [c.to_dict() for c in self.changes],
-            "notes": self.notes,
-        }
+from provision.errors import HostError
 
 
 def plan_changes(desired: DesiredLab, observed: ObservedLab) -> Plan:
@@ -86,7 +30,8 @@ def plan_changes(desired: DesiredLab, observed: ObservedLab) -> Plan:
     recreated_taps = _plan_taps(desired, observed, plan)
     _plan_bridges(desired, observed, plan)
     _plan_ports(desired, observed, plan, recreated_taps)
-    restarted = _plan_domains(desired, observed, plan, recreated_taps)
+    remade_disks = plan_volumes.plan_storage(desired, observed, plan)
+    restarted = _plan_domains(desired, observed, plan, recreated_taps, remade_disks)
     _plan_guests(desired, observed, plan, restarted)
     _plan_orphans(desired, observed, plan)
     plan.changes.sort(key=lambda c: PHASES.index(c.phase))
@@ -104,6 +49,7 @@ def plan_teardown(observed: ObservedLab) -> Plan:
 
 def _check_conflicts(desired: DesiredLab, observed: ObservedLab) -> None:
     lab = desired.lab
+    plan_volumes.check_conflicts(desired, observed)
     kinds: tuple[tuple[str, tuple[Any, ...], dict[str, Any], str], ...] = (
         ("tap", desired.taps, observed.taps, "remove or rename the interface"),
         ("OVS port", desired.ports, observed.ports, "remove or rename the port"),
@@ -216,7 +162,8 @@ def _plan_ports(desired: DesiredLab, observed: ObservedLab, plan: Plan,
 
 
 def _plan_domains(
-    desired: DesiredLab, observed: ObservedLab, plan: Plan, recreated_taps: set[str]
+    desired: DesiredLab, observed: ObservedLab, plan: Plan, recreated_taps: set[str],
+    remade_disks: set[str],
 ) -> set[str]:
     """Domain changes; returns the domains that will (re)boot."""
     booting: set[str] = set()
@@ -236,6 +183,9 @@ def _plan_domains(
         elif taps := sorted(set(_domain_taps(desired, dom)) & recreated_taps):
             change = Change("domains", "restart", "domain", dom.name, None, {"running": True},
                             "its tap was recreated: " + ", ".join(taps), dom)
+        elif dom.vm in remade_disks:
+            change = Change("domains", "restart", "domain", dom.name, None, {"running": True},
+                            "its disks were made afresh", dom)
         if change is not None:
             plan.changes.append(change)
             booting.add(dom.name)
@@ -291,6 +241,7 @@ def _plan_orphans(
             plan.changes.append(Change("taps-remove", "delete", "tap", name,
                                        {"queues_attached": tap.queues_attached}, None, reason))
     _plan_orphan_bridges(desired, observed, plan, reason)
+    plan_volumes.plan_orphans(desired, observed, plan, reason)
 
 
 def _plan_orphan_bridges(

@@ -14,10 +14,11 @@ from typing import Any, Protocol, TypeVar
 
 import libvirt
 
-from provision.backends import agent, taps, virt
+from provision.backends import agent, storage, taps, virt
 from provision.backends.ovs import Ovs
 from provision.core import compare
 from provision.core.desired import DesiredDomain, DesiredLab, DesiredTap, GuestNic
+from provision.core.disks import DesiredPool, DesiredVolume
 from provision.core.observed import ObservedGuestNic, ObservedLab
 from provision.core.plan import PHASES, Change, Plan
 from provision.errors import OperationError, ProvisionError
@@ -30,14 +31,14 @@ class Progress(Protocol):
     """What long operations report; the CLI draws it with rich, the tests ignore it."""
 
     def task(self, description: str, total: int) -> Any: ...
-    def advance(self, task: Any, note: str = "") -> None: ...
+    def advance(self, task: Any, note: str = "", step: int = 1) -> None: ...
 
 
 class NoProgress:
     def task(self, description: str, total: int) -> Any:
         return None
 
-    def advance(self, task: Any, note: str = "") -> None:
+    def advance(self, task: Any, note: str = "", step: int = 1) -> None:
         return None
 
 
@@ -102,6 +103,8 @@ def observe_lab(
         domains=virt.observe_domains(b.conn, lab, want_doms),
         links=taps.existing_links([n for n in want_br if n not in bridges] + uplinks),
     )
+    observed.pools, observed.volumes = storage.observe(
+        b.conn, lab, desired.pool.name if desired and desired.pool else None)
     if guests:
         running = [d for d in observed.domains.values() if d.running and d.owner]
         results = parallel(lambda d: (d.name, _try_observe_guest(b.conn, d.name)), running)
@@ -235,7 +238,12 @@ def _settle(b: Backends, targets: list[Any], progress: Progress, result: ApplyRe
         dom = virt.lookup(b.conn, target.name)
         if dom is None:
             raise OperationError(f"domain {target.name}: vanished during up")
-        waited = agent.wait_agent(dom, timeout)
+        t0 = time.monotonic()
+        agent.wait_agent(dom, timeout)
+        if getattr(target, "cloud_init", False):
+            progress.advance(task, f"{target.name}: agent answers, waiting for cloud-init", 0)
+            agent.wait_cloud_init(dom, max(1.0, timeout - (time.monotonic() - t0)))
+        waited = time.monotonic() - t0
         _settle_nics(dom, target.name, target.nics)
         progress.advance(task, target.name)
         return target.name, waited
@@ -268,11 +276,40 @@ def _configure(dom: libvirt.virDomain, seen: ObservedGuestNic, nic: GuestNic) ->
             agent.configure_vlan(dom, seen.ifname, vlan.vid, vlan.ip)
 
 
+def _remove_volumes(b: Backends, changes: list[Change], *_: Any) -> None:
+    """Volumes first, then the pools they were in (``storage.delete_pool``)."""
+    for change in sorted(changes, key=lambda c: c.kind == "pool"):
+        if change.kind == "pool":
+            storage.delete_pool(b.conn, change.target, change.before["path"])
+        else:
+            storage.delete_volume(b.conn, _pool_of(change), change.target)
+
+
+def _pool_of(change: Change) -> str:
+    return change.before.get("pool", "") if isinstance(change.before, dict) else ""
+
+
+def _apply_volumes(b: Backends, changes: list[Change], progress: Progress, *_: Any) -> None:
+    """The pool, then every overlay and seed (each replaced whole: ``create_volume``)."""
+    task = progress.task("making disks", len(changes))
+    for change in sorted(changes, key=lambda c: c.kind != "pool"):
+        want = change.desired
+        if isinstance(want, DesiredPool):
+            storage.ensure_pool(b.conn, want)
+        elif isinstance(want, DesiredVolume):
+            storage.create_volume(b.conn, want.pool, want)
+        else:
+            raise TypeError(f"volume change {change.target} carries nothing to make")
+        progress.advance(task, change.target)
+
+
 _APPLY: dict[str, Callable[..., None]] = {
     "domains-remove": _remove_domains,
+    "volumes-remove": _remove_volumes,
     "taps": _apply_taps,
     "ovs": _apply_ovs,
     "taps-remove": _remove_taps,
+    "volumes": _apply_volumes,
     "domains": _converge_domains,
     "guests": _converge_guests,
 }

@@ -20,7 +20,7 @@ from provision.engine.converge import Progress
 from provision.errors import OperationError, SpecError
 from provision.host.probe import lab_caps
 from provision.host.ready import wait_for_daemons
-from provision.image import cache as image
+from provision.image import resolve
 
 RUNDIR_ENV = locks.RUNDIR_ENV
 
@@ -122,15 +122,18 @@ def lab_lock(name: str) -> contextlib.AbstractContextManager[None]:
     )
 
 
-def load(path: LabSource, host: str | None = None, extra: Sequence[str | Path] = ()
+def load(path: LabSource, host: str | None = None, extra: Sequence[str | Path] = (),
+         fetch: bool = False, progress: Progress | None = None
          ) -> tuple[spec.Lab, desired.DesiredLab]:
-    """Validate the lab file and resolve it against this host; touches nothing. With
+    """Validate the lab file and resolve it against this host; touches nothing but the
+    image cache, and that only with ``fetch`` (a pinned disk image not fetched yet). With
     ``host``, the host gets its own VMs and the tunnels of every bridge it shares with other
     hosts (their addresses: each host's ``virtio_lab_underlay_ip``)."""
     inv = lab_inventory(path, extra)
     lab = inv.placed(host)
-    img = image.load_image(lab.vms[0].image if lab.vms else "tiny")
-    want = desired.desired_state(lab, lab_caps(), img, mtus=guest_mtus(inv.lab))
+    resolved = resolve.vm_images(lab, fetch, progress)
+    want = desired.desired_state(lab, lab_caps(), resolved.images, mtus=guest_mtus(inv.lab))
+    want = dataclasses.replace(want, notes=want.notes + tuple(resolved.notes))
     return lab, with_tunnels(want, inv, host)
 
 
@@ -169,7 +172,7 @@ def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: flo
     removed (a VM moved to another hypervisor leaves this one).
     """
     t0 = time.monotonic()
-    lab, want = load(path, host, extra)
+    lab, want = load(path, host, extra, fetch=True, progress=progress)
     with lab_lock(want.lab), converge.open_backends() as b:
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
         p.notes[:0] = _notes(path, host, lab)

@@ -53,7 +53,7 @@ class _NoProgress:
     def task(self, description: str, total: int) -> None:
         return None
 
-    def advance(self, task: Any, note: str = "") -> None:
+    def advance(self, task: Any, note: str = "", step: int = 1) -> None:
         return None
 
 

@@ -34,7 +34,7 @@ from provision.engine.converge import (
 from provision.engine.lab import LabSource, lab_inventory, with_tunnels
 from provision.errors import HostError
 from provision.host.probe import HostCaps, lab_caps
-from provision.image import cache as image
+from provision.image import resolve
 from provision.verify import guest, host_checks, matrix, parse, qemu, tcp, traffic
 from provision.verify.matrix import Endpoint
 from provision.verify.model import Check, VerifyReport, hop_order, skipped
@@ -65,8 +65,8 @@ def load_for_verify(path: LabSource, host: str | None = None,
     render_caps = caps
     if any(b.datapath_type == "system" for b in lab.bridges) and not caps.ovs_kernel_datapath:
         render_caps = dataclasses.replace(render_caps, ovs_kernel_datapath=True)
-    img = image.load_image(lab.vms[0].image if lab.vms else "tiny")
-    want = desired_state(lab, render_caps, img, strict=False, mtus=guest_mtus(inv.lab))
+    images = resolve.vm_images(lab, fetch=False).images
+    want = desired_state(lab, render_caps, images, strict=False, mtus=guest_mtus(inv.lab))
     return inv.lab, lab, with_tunnels(want, inv, host), caps
 
 
