@@ -9,6 +9,7 @@ from typing import Any
 from provision.core.spec import Lab, parse_lab
 from provision.host.probe import HostCaps
 from provision.image.cache import GuestImage
+from provision.image.seed import SeedNic, SeedSpec, seed_spec
 
 IMAGE = GuestImage(
     name="tiny",
@@ -60,3 +61,18 @@ def mutated(path: list, value: object) -> dict[str, Any]:
         node = node[key]
     node[path[-1]] = value
     return data
+
+
+# The NoCloud seed tests (test_seed, test_seed_iso): two NICs, one a trunk with VLANs; MAC2 is
+# one that a YAML 1.1 reader takes for a base-60 number unless it is quoted.
+SEED_MAC1, SEED_MAC2, SEED_MAC3 = "52:54:00:aa:00:01", "52:54:00:12:34:56", "52:54:00:aa:00:03"
+SEED_NIC = SeedNic(SEED_MAC1, "10.9.0.1/24", 4, 1446)
+SEED_TRUNK = SeedNic(SEED_MAC2, None, 1, None, ((30, "10.0.30.1/24"), (31, "10.0.31.1/24")))
+SEED_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBxVb2qTQp0cK1tZ lab@host"
+SEED_WHERE = "lab.vms[0].cloud_init.user_data"  # the key path of the lab's extras
+SEED_FILES = ("meta-data", "network-config", "user-data")
+
+
+def seed(*nics: SeedNic, keys: tuple[str, ...] = (), extras: Any = None) -> SeedSpec:
+    """The seed of VM vm1 with ``nics`` (by default SEED_NIC), its instance id derived."""
+    return seed_spec("vm1", nics or (SEED_NIC,), keys, extras, user_data_path=SEED_WHERE)
