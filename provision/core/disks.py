@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from provision.core.imagespec import CloudInitSpec
 from provision.core.owner import Owner, pool_name
 from provision.core.spec import Lab, VmSpec
+from provision.errors import SpecError
 from provision.image.cache import DiskImage
-from provision.image.seed import SeedNic, SeedSpec, seed_iso
+from provision.image.seed import SeedNic, seed_iso, seed_spec
 
 if TYPE_CHECKING:
     from provision.core.desired import GuestNic
@@ -88,8 +88,20 @@ def vm_disks(lab: Lab, vm: VmSpec, image: DiskImage, nics: tuple[GuestNic, ...],
     """The overlay onto ``image`` and the seed that configures ``nics`` (``mtus``: the guest
     MTU per NIC, by MAC, when the lab sets one)."""
     extras = lab.cloud_init.merged(vm.cloud_init)
-    where = f"lab.vms[{lab.vms.index(vm)}].cloud_init.user_data"
-    iso = seed_iso(_seed_spec(vm, nics, mtus, extras), where)
+    where = f"lab.vms[{lab.vms.index(vm)}]"
+    seed_nics = tuple(
+        SeedNic(n.mac, n.ip, n.queues, mtus.get(n.mac), tuple((v.vid, v.ip) for v in n.vlans))
+        for n in nics
+    )
+    try:
+        spec = seed_spec(vm.name, seed_nics, extras.ssh_authorized_keys,
+                         extras.user_data or None, user_data_path=f"{where}.cloud_init.user_data")
+        iso = seed_iso(spec, user_data_path=f"{where}.cloud_init.user_data")
+    except SpecError as exc:  # a path below the VM (nics[0].ip) gets the VM's prefix
+        if exc.path.startswith("lab."):
+            raise
+        raise SpecError(f"{where}.{exc.path}" if exc.path else where,
+                        str(exc).removeprefix(f"{exc.path}: ")) from None
     pool = pool_name(lab.name)
     seed = DesiredVolume(f"{vm.name}-seed.iso", pool, vm.name, "seed",
                          content_hash=hashlib.sha256(iso).hexdigest(), content=iso)
@@ -97,17 +109,3 @@ def vm_disks(lab: Lab, vm: VmSpec, image: DiskImage, nics: tuple[GuestNic, ...],
                             backing=str(image.path),
                             backing_format=image.format, capacity=image.virtual_size)
     return VmDisks(overlay, seed)
-
-
-def _seed_spec(vm: VmSpec, nics: tuple[GuestNic, ...], mtus: Mapping[str, int | None],
-               extras: CloudInitSpec) -> SeedSpec:
-    return SeedSpec(
-        instance_id="",
-        hostname=vm.name,
-        nics=tuple(
-            SeedNic(n.mac, n.ip, n.queues, mtus.get(n.mac), tuple((v.vid, v.ip) for v in n.vlans))
-            for n in nics
-        ),
-        ssh_authorized_keys=extras.ssh_authorized_keys,
-        user_data=extras.user_data or None,
-    )

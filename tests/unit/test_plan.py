@@ -12,8 +12,10 @@ from provision.core.observed import (
     ObservedGuestNic,
     ObservedGuestVlan,
     ObservedLab,
+    ObservedPool,
     ObservedPort,
     ObservedTap,
+    ObservedVolume,
 )
 from provision.core.owner import OWNER_LAB, Owner
 from provision.core.plan import ConflictError, plan_changes, plan_teardown
@@ -47,6 +49,13 @@ def in_sync(want: DesiredLab) -> ObservedLab:
                                           for v in n.vlans))
             for n in d.nics
         }
+    if want.pool is not None:
+        seen.pools[want.pool.name] = ObservedPool(want.pool.name, want.pool.path,
+                                                  want.pool.owner, True)
+    for v in want.volumes:
+        seen.volumes[v.name] = ObservedVolume(
+            v.name, v.pool, f"{want.pool.path}/{v.name}" if want.pool else v.name,
+            "qcow2" if v.kind == "overlay" else "raw", v.backing, v.content_hash)
     return seen
 
 
