@@ -58,10 +58,15 @@ done
 """
 
 
-# Loads the image's 802.1Q modules (provision/image/init does the same at boot when the
-# command line has VLANs). Constant text; nothing from the spec is interpolated.
+# Loads 802.1Q: tiny lists its modules in /etc/vlab/modules-vlan (provision/image/init does
+# the same at boot when the command line has VLANs); a full distribution has modprobe.
+# Constant text; nothing from the spec is interpolated.
 _LOAD_VLAN_MODULES = r"""
-while read -r m; do insmod "/lib/modules/$m" || exit 1; done < /etc/vlab/modules-vlan
+if [ -r /etc/vlab/modules-vlan ]; then
+  while read -r m; do insmod "/lib/modules/$m" || exit 1; done < /etc/vlab/modules-vlan
+else
+  modprobe 8021q
+fi
 """
 IFNAMSIZ = 15  # the longest interface name Linux accepts
 

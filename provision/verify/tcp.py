@@ -3,8 +3,9 @@ iperf3 inside the guests.
 
 Pings prove L2/L3 and the queues, but ICMP checksums are computed in software: a path that
 drops offloaded TCP/UDP checksums still answers pings. ``l4.tcp`` moves a 1 MiB file of
-random bytes over TCP from one side of each traffic pair to the other (busybox httpd on the
-sender, bound to its lab address; wget on the receiver) and wants every byte to arrive
+random bytes over TCP from one side of each traffic pair to the other (an HTTP server on
+the sender, bound to its lab address; an HTTP client on the receiver: busybox's in tiny, what
+a cloud image has otherwise) and wants every byte to arrive
 unaltered: the receiver's byte count and MD5 equal the sender's. It proves correctness, not
 speed: the transfer may take as long as a loaded host needs (up to ``L4_LIMIT_S``), so a
 healthy lab of many TCG guests on two cores passes, while a path that breaks offloaded
@@ -26,15 +27,24 @@ from provision.verify.guest import GuestView, run_sh
 from provision.verify.matrix import Endpoint, pair_target
 from provision.verify.model import PASS, Check, skipped, verdict
 
+# Shell functions the scripts below share, for busybox (tiny) and full distributions (cloud
+# images) alike: no netstat, usleep or pidof, which only one of them has.
+# listening PORT: a socket listens on TCP PORT (from /proc/net/tcp{,6}, state 0A).
+_LISTENING = r"""
+listening() {
+  awk -v p=":$(printf '%04X' "$1")" '$4 == "0A" && substr($2, length($2) - 4) == p {f = 1}
+    END {exit !f}' /proc/net/tcp /proc/net/tcp6 2> /dev/null
+}
+"""
 # $1 = seconds a server may live, $2.. = ports. Each server ends after one test.
-_SERVERS = r"""
+_SERVERS = _LISTENING + r"""
 life=$1; shift
 for p in "$@"; do timeout -s KILL "$life" iperf3 -s -1 -p "$p" > /dev/null 2>&1 & done
 i=0
 while [ $i -lt 150 ]; do
-  n=0; for p in "$@"; do netstat -ltn | grep -q ":$p " && n=$((n+1)); done
+  n=0; for p in "$@"; do listening "$p" && n=$((n+1)); done
   [ $n -eq $# ] && break
-  usleep 20000; i=$((i+1))
+  sleep 0.02; i=$((i+1))
 done
 """
 # $1 = IFNAME (the NIC or a VLAN interface on it), $2 = the NIC, $3 = PEER, $4 = seconds,
@@ -66,25 +76,38 @@ L4_LIMIT_S = 60  # a loaded host of TCG guests moves 1 MiB in well under this
 L4_STALL_S = 10  # no byte for this long: the path carries nothing
 
 # $1 = ADDRESS, $2 = PORT, $3 = bytes, $4 = seconds the server may live. A file of random
-# bytes, its size and MD5, and an HTTP server for it bound to the lab address.
-_SEND = r"""
+# bytes, its size and MD5, and an HTTP server for it bound to the lab address: busybox's
+# httpd where there is one (tiny), else Python's (every cloud image has python3 for
+# cloud-init). The server's pid goes next to the file, for _SEND_DONE.
+_SEND = _LISTENING + r"""
 d=/tmp/vl-l4.$2; mkdir -p "$d"
 dd if=/dev/urandom of="$d/blob" bs=65536 count=$(($3 / 65536)) 2> /dev/null
 echo "@@ sent"; wc -c < "$d/blob"; md5sum < "$d/blob"
-( timeout -s KILL "$4" httpd -f -p "$1:$2" -h "$d" ) > /dev/null 2>&1 &
+if command -v httpd > /dev/null; then set -- "$1" "$2" "$3" "$4" httpd -f -p "$1:$2" -h "$d"
+elif command -v busybox > /dev/null && busybox httpd --help > /dev/null 2>&1; then
+  set -- "$1" "$2" "$3" "$4" busybox httpd -f -p "$1:$2" -h "$d"
+else set -- "$1" "$2" "$3" "$4" python3 -m http.server --bind "$1" --directory "$d" "$2"
+fi
+a=$1; port=$2; life=$4; shift 4
+timeout -s KILL "$life" "$@" > /dev/null 2>&1 < /dev/null & echo $! > "$d/pid"
 i=0
-while [ $i -lt 150 ] && ! netstat -ltn | grep -q "$1:$2 "; do usleep 20000; i=$((i+1)); done
+while [ $i -lt 250 ] && ! listening "$port"; do sleep 0.02; i=$((i+1)); done
 """
 # $1 = ADDRESS, $2 = PORT, $3 = seconds in all, $4 = seconds without progress (a path that
 # carries nothing fails fast; a slow one has all the time it needs). Fetch the sender's
-# file; its size and MD5.
+# file (wget, else curl, else python3); its size and MD5.
 _RECEIVE = r"""
-f=/tmp/vl-l4-recv.$2
+f=/tmp/vl-l4-recv.$2; u="http://$1:$2/blob"
 echo "@@ snmp before"; cat /proc/net/snmp
-wget -q -O "$f" "http://$1:$2/blob" & w=$!
+if command -v wget > /dev/null; then wget -q -O "$f" "$u" & w=$!
+elif command -v curl > /dev/null; then curl -sf -o "$f" "$u" & w=$!
+else python3 -c 'import shutil, sys, urllib.request as r
+with r.urlopen(sys.argv[1], timeout=60) as i, open(sys.argv[2], "wb") as o:
+    shutil.copyfileobj(i, o)' "$u" "$f" & w=$!
+fi
 last=-1; still=0; ticks=0  # ticks of 0.2 s: end it after $3 s, or $4 s without a byte
 while kill -0 "$w" 2> /dev/null; do
-  usleep 200000; ticks=$((ticks + 1))
+  sleep 0.2; ticks=$((ticks + 1))
   n=0; [ -e "$f" ] && n=$(wc -c < "$f")
   if [ "$n" = "$last" ]; then still=$((still + 1)); else still=0; last=$n; fi
   if [ $still -ge $(($4 * 5)) ] || [ $ticks -ge $(($3 * 5)) ]; then kill "$w"; break; fi
@@ -95,10 +118,9 @@ echo "@@ snmp after"; cat /proc/net/snmp
 """
 # $1 = PORT: stop the sender's server and remove its file.
 _SEND_DONE = r"""
-for p in $(pidof httpd); do
-  grep -q -- "$1" "/proc/$p/cmdline" 2> /dev/null && kill "$p"
-done
-rm -rf "/tmp/vl-l4.$1"
+d=/tmp/vl-l4.$1
+[ -r "$d/pid" ] && kill "$(cat "$d/pid")" 2> /dev/null
+rm -rf "$d"
 """
 
 

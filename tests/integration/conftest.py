@@ -141,6 +141,14 @@ def force_cleanup(conn: libvirt.virConnect, lab: str, lab_file: Path) -> None:
     for br in vsctl("list-br", check=False).split():
         if br == f"br-{lab}":
             vsctl("--if-exists", "del-br", br, check=False)
+    with contextlib.suppress(libvirt.libvirtError):  # the pool of a lab with disk VMs
+        pool = conn.storagePoolLookupByName(f"virtio-lab-{lab}")
+        for vol in pool.listAllVolumes() if pool.isActive() else []:
+            vol.delete()
+        if pool.isActive():
+            pool.destroy()
+        pool.undefine()
+    run("rm", "-rf", f"/var/lib/virtio-lab/pools/{lab}", check=False)
     for line in run("ip", "-o", "link", "show", "type", "tun", check=False).stdout.splitlines():
         name = line.split(": ")[1].split("@")[0] if ": " in line else ""
         if name.startswith(f"{lab}-"):  # the test's random lab name: nobody else's
