@@ -81,7 +81,6 @@ def domain_facts(xml: str) -> dict[str, Any]:
         "cmdline": root.findtext("os/cmdline"),
         "owner": metadata_from_domain_xml(xml),  # lab, vm, spec-hash, image, backend
         "interfaces": [interface_facts(i) for i in root.findall("devices/interface")],
-        "boot": [b.get("dev") for b in root.findall("os/boot")],
         "disks": [_disk_facts(d) for d in root.findall("devices/disk")],
         "agent_channel": any(
             t.get("name") == "org.qemu.guest_agent.0"

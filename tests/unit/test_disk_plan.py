@@ -42,7 +42,7 @@ def test_a_disk_vm_boots_its_overlay_with_its_seed_and_no_kernel() -> None:
     dom = next(d for d in want.domains if d.vm == "vm1")
     root = ET.fromstring(dom.xml)
     assert root.find("os/kernel") is None and root.find("os/cmdline") is None
-    assert [b.get("dev") for b in root.findall("os/boot")] == ["hd"]
+    assert [b.get("dev") for b in root.findall("os/boot")] == ["hd"]  # libvirt's default too
     facts = domxml.domain_facts(dom.xml)
     assert [(d["volume"], d["target"], d["readonly"]) for d in facts["disks"]] == [
         ("vm1.qcow2", "vda", False), ("vm1-seed.iso", "vdb", True)]
