@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, NoReturn
 
-from provision.errors import OperationError, ProvisionError, SpecError
+from provision.errors import ProvisionError, SpecError
 
 EXIT_OK, EXIT_FAIL, EXIT_PENDING, EXIT_INPUT, EXIT_HOST = 0, 1, 2, 3, 4
 # --timeout's upper bound: a day is more than any guest needs, and far larger values overflow
@@ -229,10 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except ProvisionError as exc:
         _flush_warnings(False)
-        # Only an operation's failure may span lines (one per object, as ReadBackError does);
-        # a bad input or host problem is one line whatever the arguments held.
+        # Only an operation's failure (one line per object, as ReadBackError does) or a
+        # record's differences may span lines; anything else is one line whatever the
+        # arguments held.
         _fail(str(exc), exc.exit_code, _json_to_stdout(args, words),
-              keep_newlines=isinstance(exc, OperationError))
+              keep_newlines=exc.multiline)
         return exc.exit_code
     except BrokenPipeError:  # the reader went away (`| head`); nothing left to say
         sys.stderr.close()
