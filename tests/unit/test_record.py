@@ -1,0 +1,216 @@
+"""Reproducibility records: their shape and stability, what must match and what only informs,
+and records that are not records."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from provision.core.desired import desired_state
+from provision.engine.record import (
+    SCHEMA,
+    HostFacts,
+    RecordMismatch,
+    check_expected,
+    check_record,
+    lab_record,
+    record_diff,
+    record_notes,
+    record_rows,
+)
+from provision.errors import SpecError
+
+from .helpers import IMAGE, caps, lab, lab_data
+
+FACTS = HostFacts(name="lab1", kernel="6.1.0-28-amd64", libvirt="9.0.0", qemu="7.2.0",
+                  ovs="3.1.0", at="2025-01-31T12:00:00Z")
+
+
+def make_record(**host: bool) -> dict[str, Any]:
+    spec = lab()
+    return lab_record(desired_state(spec, caps(**host), IMAGE), spec, FACTS)
+
+
+def edited(rec: dict[str, Any], key: str, value: object) -> dict[str, Any]:
+    """A deep copy of ``rec`` with the dotted ``key`` set to ``value``."""
+    out = copy.deepcopy(rec)
+    *parents, last = key.split(".")
+    node = out
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return out
+
+
+# -- shape and stability ---------------------------------------------------------------------
+def test_a_record_holds_what_the_lab_resolved_to_here() -> None:
+    rec = make_record()
+    assert rec["schema"] == SCHEMA and rec["lab"] == "ut" and rec["placement"] is None
+    assert (rec["backend"], rec["domain_type"]) == ("userspace", "qemu")
+    assert rec["bridges"] == {"br-ut": {"datapath_type": "netdev"}}
+    assert set(rec["vms"]) == {"vm1", "vm2"}
+    vm1 = rec["vms"]["vm1"]
+    assert vm1["image"] == "tiny" and vm1["image_hash"] == IMAGE.content_hash
+    assert vm1["machine"] == "pc" and vm1["emulator"] == "/usr/bin/qemu-system-x86_64"
+    assert len(vm1["spec_hash"]) == 16 and vm1["spec_hash"] != rec["vms"]["vm2"]["spec_hash"]
+    assert rec["host"] == {"name": "lab1", "kernel": "6.1.0-28-amd64", "libvirt": "9.0.0",
+                           "qemu": "7.2.0", "ovs": "3.1.0"}
+    assert rec["recorded_at"] == FACTS.at
+
+
+def test_a_production_host_records_vhost_net_kvm_and_the_kernel_datapath() -> None:
+    rec = make_record(vhost=True, kvm=True, ovs_kernel=True)
+    assert (rec["backend"], rec["domain_type"]) == ("vhost-net", "kvm")
+    assert rec["bridges"]["br-ut"]["datapath_type"] == "system"
+
+
+def test_the_same_inputs_give_the_same_record_in_the_same_order() -> None:
+    first, second = make_record(), make_record()
+    assert first == second
+    text = json.dumps(first)  # insertion order, as json.dumps writes it by default
+    assert text == json.dumps(second) == json.dumps(first, sort_keys=True)
+    assert json.loads(text) == first  # plain JSON: nothing lost on the way
+
+
+def test_the_placement_and_the_spec_change_the_record() -> None:
+    spec = lab(vms=[lab_data()["vms"][0]])
+    rec = lab_record(desired_state(spec, caps(), IMAGE), spec, FACTS, placement="hv1")
+    assert rec["placement"] == "hv1" and set(rec["vms"]) == {"vm1"}
+    assert rec["spec_hash"] != make_record()["spec_hash"]
+
+
+# -- differences -----------------------------------------------------------------------------
+def test_a_record_matches_itself() -> None:
+    rec = make_record()
+    assert record_diff(rec, rec) == [] and record_notes(rec, rec) == []
+
+
+MUST_MATCH = [
+    ("lab", "other", "the lab file here names ut"),
+    ("placement", "hv2", "this run places no --host (every VM)"),
+    ("spec_hash", "ffffffffffffffff", "the lab file here has"),
+    ("backend", "vhost-net", "record has vhost-net, this host would use userspace"),
+    ("domain_type", "kvm", "record has kvm, this host would use qemu"),
+    ("bridges.br-ut.datapath_type", "system", "record has system, this host would use netdev"),
+    ("vms.vm1.image", "debian", "record has debian, the lab file here names tiny"),
+    ("vms.vm1.image_hash", "3f2a" + "1" * 60, "record has 3f2a11111111…, this host has"),
+    ("vms.vm2.spec_hash", "0123456789abcdef", "the lab file here has"),
+    ("vms.vm1.machine", "pc-i440fx-8.2", "record has pc-i440fx-8.2, this host would use pc"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "words"), MUST_MATCH, ids=[m[0] for m in MUST_MATCH])
+def test_each_must_match_field_is_a_difference_naming_it(key: str, value: str,
+                                                         words: str) -> None:
+    here = make_record()
+    (line,) = record_diff(edited(here, key, value), here)
+    assert line.startswith(f"{key}: record has ") and words in line, line
+    assert record_notes(edited(here, key, value), here) == []
+
+
+INFORMATIVE = ["host.name", "host.kernel", "host.libvirt", "host.qemu", "host.ovs",
+               "vms.vm2.emulator"]
+
+
+@pytest.mark.parametrize("key", INFORMATIVE)
+def test_informative_fields_are_notes_not_differences(key: str) -> None:
+    here = make_record()
+    there = edited(here, key, "7.2.1")
+    assert record_diff(there, here) == []
+    (note,) = record_notes(there, here)
+    assert note.startswith(f"{key}: record has 7.2.1, this host ")
+
+
+def test_the_time_of_a_record_is_never_compared() -> None:
+    here = make_record()
+    there = edited(here, "recorded_at", "1999-12-31T23:59:59Z")
+    assert record_diff(there, here) == [] and record_notes(there, here) == []
+
+
+def test_a_vm_or_bridge_on_one_side_only_is_one_line() -> None:
+    here = make_record()
+    there = copy.deepcopy(here)
+    there["vms"]["db"] = there["vms"].pop("vm2")
+    there["bridges"] = {}
+    assert record_diff(there, here) == [
+        "bridges.br-ut: this host would build it, the record has none",
+        "vms.db: the record has it, this host would not build it",
+        "vms.vm2: this host would build it, the record has none",
+    ]
+
+
+def test_hashes_are_cut_just_past_where_they_differ() -> None:
+    here = make_record()
+    late = IMAGE.content_hash[:40] + "f" * 24  # differs only at character 41
+    (line,) = record_diff(edited(here, "vms.vm1.image_hash", late), here)
+    assert f"record has {late[:41]}…, this host has {IMAGE.content_hash[:41]}…" in line
+
+
+def test_up_expect_refuses_with_one_line_per_difference_and_notes_the_rest() -> None:
+    here = make_record()
+    there = edited(edited(here, "vms.vm1.image_hash", "9b1c" + "0" * 60), "backend",
+                   "vhost-net")
+    with pytest.raises(RecordMismatch) as caught:
+        check_expected(edited(there, "host.qemu", "7.2.1"), here, "old.json")
+    lines = str(caught.value).splitlines()
+    assert caught.value.exit_code == 4 and caught.value.multiline
+    assert len(lines) == 3 and "old.json" in lines[0] and "nothing was changed" in lines[0]
+    assert lines[1].startswith("  backend: record has vhost-net")
+    assert lines[2].startswith("  vms.vm1.image_hash: record has 9b1c")
+    assert check_expected(edited(here, "host.qemu", "7.2.1"), here, "old.json") == [
+        "old.json: host.qemu: record has 7.2.1, this host has 7.2.0"]
+
+
+def test_a_hand_edited_value_cannot_add_lines_or_escapes() -> None:
+    here = make_record()
+    with pytest.raises(RecordMismatch) as caught:
+        check_expected(edited(here, "backend", "vhost\n\x1b[2Jnet"), here, "x.json")
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 2 and "\\n\\x1b[2Jnet" in lines[1]
+
+
+# -- records that are not records -----------------------------------------------------------
+MALFORMED = [
+    ([], "", "is a list, where a record has a JSON object"),
+    ({}, "", "has no key schema"),
+    ("schema", 2, "schema: is the number 2; this virtio-lab reads records of schema 1"),
+    ("schema", "1", "schema: is the string '1'"),
+    ("schema", True, "schema: is true, a boolean"),
+    ("backend", 5, "backend: is the number 5, where a record has a string"),
+    ("placement", ["hv1"], "placement: is a list, where a record has a string or null"),
+    ("bridges", [], "bridges: is a list, where a record has a JSON object"),
+    ("vms.vm1", None, "vms.vm1: is null, where a record has a JSON object"),
+    ("vms.vm1.image_hash", 5, "vms.vm1.image_hash: is the number 5"),
+    ("host.qemu", None, "host.qemu: is null, where a record has a string"),
+    ("vms.vm1.imagehash", "x", "vms.vm1.imagehash: is not a key of a record"),
+    ("colour", "blue", "colour: is not a key of a record"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "words"), MALFORMED,
+                         ids=[f"{m[0]}={m[1]!r}" for m in MALFORMED])
+def test_a_record_that_is_not_one_is_a_spec_error_naming_the_key(key: object, value: object,
+                                                                  words: str) -> None:
+    data = key if not isinstance(key, str) else edited(make_record(), key, value)
+    with pytest.raises(SpecError) as caught:
+        record_diff(data, make_record(), "old.json")  # type: ignore[arg-type]
+    assert caught.value.exit_code == 3
+    assert str(caught.value).startswith("old.json: ") and words in str(caught.value)
+
+
+def test_a_missing_key_is_named() -> None:
+    data = make_record()
+    del data["vms"]["vm1"]["machine"]
+    with pytest.raises(SpecError, match=r"^r\.json: vms\.vm1\.machine: missing"):
+        check_record(data, "r.json")
+
+
+def test_rows_show_every_field_and_whether_it_must_match() -> None:
+    rows = {key: (value, must) for key, value, must in record_rows(make_record())}
+    assert rows["placement"] == ("no --host (every VM)", True)
+    assert rows["vms.vm1.image_hash"] == (IMAGE.content_hash, True)
+    assert rows["vms.vm1.emulator"][1] is False and rows["host.qemu"] == ("7.2.0", False)
+    assert list(rows)[-1] == "recorded_at"
