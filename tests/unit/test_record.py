@@ -1,15 +1,18 @@
 """Reproducibility records: their shape and stability, what must match and what only informs,
-and records that are not records."""
+records that are not records, and the record files."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from provision.core.desired import desired_state
+from provision.engine import record_store
 from provision.engine.record import (
     SCHEMA,
     HostFacts,
@@ -206,6 +209,78 @@ def test_a_missing_key_is_named() -> None:
     del data["vms"]["vm1"]["machine"]
     with pytest.raises(SpecError, match=r"^r\.json: vms\.vm1\.machine: missing"):
         check_record(data, "r.json")
+
+
+# -- record files ----------------------------------------------------------------------------
+@pytest.fixture
+def records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(record_store.RECORDDIR_ENV, str(tmp_path / "records"))
+    return tmp_path / "records"
+
+
+def test_a_record_is_written_whole_read_back_and_removed(records: Path) -> None:
+    rec = make_record()
+    record_store.save_record(rec)
+    assert os.listdir(records) == ["ut.json"]  # no temporary file left beside it
+    assert record_store.load_record("ut") == rec == record_store.read_record(records / "ut.json")
+    assert (records / "ut.json").read_text() == json.dumps(rec, indent=2, sort_keys=True) + "\n"
+    record_store.remove_record("ut")
+    record_store.remove_record("ut")  # gone already: nothing to say
+    assert os.listdir(records) == []
+
+
+def test_no_record_is_exit_4_saying_to_run_up(records: Path) -> None:
+    with pytest.raises(record_store.HostError, match=r"run `provision up x\.yml`") as caught:
+        record_store.load_record("ut", "x.yml")
+    assert caught.value.exit_code == 4
+
+
+def test_a_record_that_cannot_be_written_is_a_warning(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv(record_store.RECORDDIR_ENV, str(blocker / "records"))
+    with pytest.warns(record_store.RecordWarning, match="is up, but its record was not"):
+        record_store.save_record(make_record())
+
+
+def test_a_namespace_hypervisor_keeps_records_in_its_state_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from provision.hypervisors import daemons
+    monkeypatch.delenv(record_store.RECORDDIR_ENV, raising=False)
+    monkeypatch.setattr(daemons, "inside_hypervisor", lambda: "hv2")
+    assert record_store.record_dir() == Path("/var/lib/virtio-lab/hypervisors/hv2/records")
+    monkeypatch.setattr(daemons, "inside_hypervisor", lambda: "../../etc")
+    assert record_store.record_dir() == Path(record_store.DEFAULT_RECORDDIR)
+    monkeypatch.setattr(daemons, "inside_hypervisor", lambda: None)
+    assert record_store.record_dir() == Path(record_store.DEFAULT_RECORDDIR)
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (None, "cannot read the record: No such file or directory"),
+    (b"{\"schema\": 1", "is not JSON (line 1 column 13"),
+    (b"\xff\xfe", "is not UTF-8 text (byte 0)"),
+    (b"[" * 100_000, "its JSON nests too deep"),
+    (b" " * (record_store.MAX_BYTES + 1), "too big for a record"),
+])
+def test_a_record_file_that_is_not_a_record_names_the_file(
+    tmp_path: Path, content: bytes | None, words: str
+) -> None:
+    path = tmp_path / "rec.json"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SpecError) as caught:
+        record_store.read_record(path, "--expect")
+    assert str(caught.value).startswith(f"--expect {path}: ") and words in str(caught.value)
+
+
+def test_a_directory_or_fifo_is_not_a_record_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (tmp_path, fifo):
+        with pytest.raises(SpecError, match="is not a regular file"):
+            record_store.read_record(path)
 
 
 def test_rows_show_every_field_and_whether_it_must_match() -> None:
