@@ -13,6 +13,7 @@ import pytest
 
 from provision.core.desired import desired_state
 from provision.engine import record_store
+from provision.engine.lab import LabResult
 from provision.engine.record import (
     SCHEMA,
     HostFacts,
@@ -25,6 +26,8 @@ from provision.engine.record import (
     record_rows,
 )
 from provision.errors import SpecError
+from provision.verify.model import Check, VerifyReport
+from provision.verify.output import junit_xml
 
 from .helpers import IMAGE, caps, lab, lab_data
 
@@ -289,3 +292,15 @@ def test_rows_show_every_field_and_whether_it_must_match() -> None:
     assert rows["vms.vm1.image_hash"] == (IMAGE.content_hash, True)
     assert rows["vms.vm1.emulator"][1] is False and rows["host.qemu"] == ("7.2.0", False)
     assert list(rows)[-1] == "recorded_at"
+
+
+# -- up and verify -------------------------------------------------------------------------
+def test_up_and_verify_reports_carry_the_record() -> None:
+    rec = make_record()
+    assert LabResult("ut", None, False, record=rec).record == rec  # type: ignore[arg-type]
+    report = VerifyReport("ut", "userspace", [Check("domain.xml", "ut/vm1", "pass", "ok")],
+                          record=rec)
+    assert report.to_dict()["record"] == rec
+    xml = junit_xml(report)
+    assert '<property name="record" value="{&quot;backend&quot;' in xml
+    assert VerifyReport("ut", "userspace").to_dict()["record"] is None
