@@ -100,6 +100,13 @@ def _lab_file(text: str) -> str:
     return text
 
 
+def _record_file(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is blank; name a record file, e.g. one written by "
+                                         "`provision record LAB --json > demo.json`")
+    return text
+
+
 def _timeout(text: str) -> float:
     try:
         seconds = float(text)
@@ -189,7 +196,16 @@ def _add_lab_commands(sub: Any) -> None:
             p.add_argument("--timeout", type=_timeout, default=300.0, metavar="SECONDS",
                            help="seconds to wait for each guest agent, more than 0 and at "
                            f"most {MAX_TIMEOUT:g} (default 300)")
+            p.add_argument("--expect", type=_record_file, metavar="RECORD",
+                           help="a record (`provision record LAB --json`): change nothing "
+                           "and exit 4 unless this host would build the same lab")
         p.set_defaults(func=func)
+    p = sub.add_parser("record", help="what the lab resolved to when last brought up here")
+    _add_lab(p)
+    _add_json(p)
+    _add_placement(p, "the record of the VMs whose `host:` is NAME (as `up --host NAME` "
+                   "placed them)")
+    p.set_defaults(func=c.record_cmd)
     p = sub.add_parser("verify", help="prove the data path hop by hop; exit 0 pass, 1 fail")
     _add_lab(p)
     p.add_argument("--json", metavar="FILE", help="write the report as JSON ('-': stdout)")

@@ -1,5 +1,5 @@
 """Reproducibility records: their shape and stability, what must match and what only informs,
-records that are not records, and the record files."""
+record files that are not records, and the command lines around them (no daemon needed)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from provision.cli.main import main
 from provision.core.desired import desired_state
 from provision.engine import record_store
 from provision.engine.lab import LabResult
@@ -294,7 +296,7 @@ def test_rows_show_every_field_and_whether_it_must_match() -> None:
     assert list(rows)[-1] == "recorded_at"
 
 
-# -- up and verify -------------------------------------------------------------------------
+# -- up, verify and the command line ----------------------------------------------------------
 def test_up_and_verify_reports_carry_the_record() -> None:
     rec = make_record()
     assert LabResult("ut", None, False, record=rec).record == rec  # type: ignore[arg-type]
@@ -304,3 +306,84 @@ def test_up_and_verify_reports_carry_the_record() -> None:
     xml = junit_xml(report)
     assert '<property name="record" value="{&quot;backend&quot;' in xml
     assert VerifyReport("ut", "userspace").to_dict()["record"] is None
+
+
+@pytest.fixture
+def nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, records: Path) -> Path:
+    """No daemon answers; locks and records go to a temporary directory."""
+    monkeypatch.setenv("VIRTIO_LAB_LIBVIRT_URI", "qemu+unix:///system?socket=/nonexistent/s")
+    monkeypatch.setenv("VIRTIO_LAB_OVSDB", "unix:/nonexistent/db.sock")
+    monkeypatch.setenv("VIRTIO_LAB_RUNDIR", str(tmp_path / "run"))
+    doc = {"all": {"hosts": {"localhost": {}, "hv1": {}}, "vars": {"lab": lab_data()}}}
+    path = tmp_path / "lab.yml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (None, "No such file or directory"),
+    (b"not json", "is not JSON"),
+    (b'{"schema": 1}', "lab: missing"),
+])
+def test_up_with_a_bad_expect_file_is_exit_3_naming_it_and_does_nothing(
+    capsys: pytest.CaptureFixture[str], nowhere: Path, content: bytes | None, words: str
+) -> None:
+    expect = nowhere.with_name("old.json")
+    if content is not None:
+        expect.write_bytes(content)
+    for json_flag in ([], ["--json"]):
+        code, out, err = run(capsys, "up", str(nowhere), "--expect", str(expect), *json_flag)
+        assert code == 3, err
+        assert err.startswith(f"provision: error: --expect {expect}: ") and words in err
+        assert len(err.splitlines()) == 1 and (out == "") == (json_flag == [])
+    # checked before the lab file, the lock or a daemon: none of them was reached
+    assert not (nowhere.parent / "run").exists()
+    code, _, err = run(capsys, "up", str(nowhere.with_name("nolab.yml")), "--expect",
+                       str(expect))
+    assert code == 3 and f"--expect {expect}" in err
+
+
+def test_up_with_a_good_expect_file_goes_on_to_the_host(capsys: pytest.CaptureFixture[str],
+                                                        nowhere: Path) -> None:
+    expect = nowhere.with_name("old.json")
+    expect.write_text(json.dumps(make_record()))
+    code, _, err = run(capsys, "up", str(nowhere), "--expect", str(expect))
+    assert code == 4 and "libvirtd" in err  # it got as far as asking the daemons
+
+
+def test_record_without_a_record_is_exit_4_saying_to_run_up(
+    capsys: pytest.CaptureFixture[str], nowhere: Path
+) -> None:
+    code, out, err = run(capsys, "record", str(nowhere), "--json")
+    assert code == 4 and f"run `provision up {nowhere}`" in err
+    assert json.loads(out)["exit_code"] == 4
+
+
+def test_record_prints_the_record_as_json_and_as_a_table(
+    capsys: pytest.CaptureFixture[str], nowhere: Path
+) -> None:
+    rec = make_record()
+    record_store.save_record(rec)
+    code, out, _ = run(capsys, "record", str(nowhere), "--json")
+    assert code == 0 and json.loads(out) == rec
+    code, out, _ = run(capsys, "record", str(nowhere))
+    assert code == 0 and "vms.vm1.image_hash" in out and "must match" in out
+    assert "lab file has changed" not in out
+
+
+def test_record_names_a_changed_lab_file_and_another_placement(
+    capsys: pytest.CaptureFixture[str], nowhere: Path
+) -> None:
+    record_store.save_record(edited(make_record(), "spec_hash", "0" * 16))
+    code, out, _ = run(capsys, "record", str(nowhere))
+    assert code == 0 and "note: the lab file has changed since" in out
+    code, _, err = run(capsys, "record", str(nowhere), "--host", "hv1")
+    assert code == 4 and "no --host (every VM), not --host hv1" in err
+    code, _, err = run(capsys, "record", str(nowhere), "--host", "hv9")
+    assert code == 3 and "--host: 'hv9' is not a host of the inventory" in err
