@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from provision.core.desired import DesiredLab
 from provision.core.owner import metadata_from_domain_xml
 from provision.core.spec import Lab, spec_hash
-from provision.errors import HostError, SpecError, one_line
+from provision.errors import MAX_PATH, HostError, SpecError, one_line
 
 if TYPE_CHECKING:
     import libvirt
@@ -203,6 +203,11 @@ def _text(value: str) -> str:
     return one_line(value, 80)
 
 
+def _source(source: str) -> str:
+    """A record file's name, as a line shows it."""
+    return one_line(source, MAX_PATH)
+
+
 # -- checking -----------------------------------------------------------------------------
 def check_record(data: Any, source: str = "the record") -> dict[str, Any]:
     """``data`` if it is a record of ``SCHEMA``, every key present with its type and no
@@ -287,7 +292,7 @@ def check_expected(expected: dict[str, Any], actual: dict[str, Any], source: str
     refused = record_diff(expected, actual, source)
     if refused:
         raise RecordMismatch(actual["lab"], source, refused)
-    return [f"{_text(source)}: {line}" for line in record_notes(expected, actual, source)]
+    return [f"{_source(source)}: {line}" for line in record_notes(expected, actual, source)]
 
 
 class RecordMismatch(HostError):
@@ -298,7 +303,7 @@ class RecordMismatch(HostError):
 
     def __init__(self, lab: str, source: str, lines: list[str]) -> None:
         self.lines = lines
-        head = (f"lab {lab}: this host would not build the lab {_text(source)} records "
+        head = (f"lab {lab}: this host would not build the lab {_source(source)} records "
                 f"({len(lines)} difference(s)); nothing was changed. Run it where these "
                 "match, or without --expect to build it as this host would:")
         super().__init__("\n".join([head, *(f"  {line}" for line in lines)]))

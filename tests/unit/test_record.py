@@ -387,3 +387,25 @@ def test_record_names_a_changed_lab_file_and_another_placement(
     assert code == 4 and "no --host (every VM), not --host hv1" in err
     code, _, err = run(capsys, "record", str(nowhere), "--host", "hv9")
     assert code == 3 and "--host: 'hv9' is not a host of the inventory" in err
+
+
+def test_a_refusal_keeps_one_line_per_difference_on_stderr_and_in_json(
+    capsys: pytest.CaptureFixture[str], nowhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provision.engine import lab as engine_lab
+
+    here = make_record()
+    there = edited(edited(here, "backend", "vhost-net"), "vms.vm1.image", "debian")
+
+    def refuse(*_args: object, **kw: Any) -> None:  # what up_lab does with this expect
+        check_expected(kw["expect"], here, kw["expect_source"])
+
+    monkeypatch.setattr(engine_lab, "up_lab", refuse)
+    expect = nowhere.with_name("old.json")
+    expect.write_text(json.dumps(there))
+    code, out, err = run(capsys, "up", str(nowhere), "--expect", str(expect), "--json")
+    assert code == 4
+    assert err.splitlines()[1:] == ["  backend: record has vhost-net, this host would use "
+                                    "userspace", "  vms.vm1.image: record has debian, the lab "
+                                    "file here names tiny"]
+    assert json.loads(out)["error"].count("\n") == 2
