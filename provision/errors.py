@@ -17,6 +17,9 @@ class ProvisionError(Exception):
     """Base class: an expected failure with a one-line, user-facing message."""
 
     exit_code = 1
+    # Whether the message may span lines (one per object), each made printable by its raiser;
+    # otherwise the CLI escapes every newline, whatever the arguments held.
+    multiline = False
 
 
 class SpecError(ProvisionError):
@@ -47,6 +50,7 @@ class OperationError(ProvisionError):
     """An operation on the host failed (exit 1)."""
 
     exit_code = 1
+    multiline = True
 
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}

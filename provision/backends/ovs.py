@@ -103,6 +103,11 @@ class Ovs:
         rows = list(self._rows("Open_vSwitch"))
         return tuple(sorted(rows[0].datapath_types)) if rows else ()
 
+    def ovs_version(self) -> str:
+        """Open_vSwitch.ovs_version as ovs-vswitchd wrote it ("3.1.0"), "" when unset."""
+        rows = list(self._rows("Open_vSwitch"))
+        return str(rows[0].ovs_version[0]) if rows and rows[0].ovs_version else ""
+
     def cfg(self) -> tuple[int, int] | None:
         """Open_vSwitch (cur_cfg, next_cfg): equal once ovs-vswitchd has applied every
         committed change; None while the database has no Open_vSwitch row."""

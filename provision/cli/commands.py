@@ -12,12 +12,14 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from provision.cli.main import printable
 from provision.cli.progress import RichProgress
 from provision.core import plan
-from provision.engine import converge, lab
-from provision.errors import OperationError, SpecError
+from provision.core.spec import spec_hash
+from provision.engine import converge, lab, record, record_store
+from provision.errors import HostError, OperationError, SpecError
 from provision.host.probe import probe_host
 from provision.image import build as image
 
@@ -178,9 +180,13 @@ def up(args: argparse.Namespace) -> int:
         if not args.json:
             _print_plan(p, False)
 
+    # A bad --expect file is exit 3 before anything else is read or done.
+    expect = (None if args.expect is None
+              else record_store.read_record(args.expect, "--expect"))
     with RichProgress(err, enabled=not args.json) as progress:
         result = lab.up_lab(args.lab, progress, agent_timeout=args.timeout, on_plan=show,
-                            host=args.host, extra=args.inventory)
+                            host=args.host, extra=args.inventory, expect=expect,
+                            expect_source=str(args.expect))
     if args.json:
         _emit_json(result.to_dict())
     elif not result.changed:
@@ -208,6 +214,32 @@ def down(args: argparse.Namespace) -> int:
     else:
         out.print(f"lab {result.lab} down: {len(result.plan.changes)} object(s) removed")
     return 0
+
+
+def record_cmd(args: argparse.Namespace) -> int:
+    wanted = lab.lab_inventory(args.lab, args.inventory).placed(args.host)  # exit 3 first
+    rec = record_store.load_record(wanted.name, args.lab)
+    if args.host is not None and rec["placement"] != args.host:
+        raise HostError(f"lab {wanted.name} was last brought up here for "
+                        f"{_placement_words(rec['placement'])}, not --host {args.host}: run "
+                        f"`provision up LAB --host {args.host}` to record that placement")
+    if args.json:
+        _emit_json(rec)
+        return 0
+    if rec["spec_hash"] != spec_hash(wanted):
+        out.print(f"[dim]note: the lab file has changed since (spec hash {spec_hash(wanted)}; "
+                  f"the record has {escape(printable(rec['spec_hash']))})[/]")
+    t = Table(title=f"lab {wanted.name}: as last brought up here")
+    for col in ("field", "value", "compared by up --expect"):
+        t.add_column(col, overflow="fold")
+    for key, value, must in record.record_rows(rec):
+        t.add_row(Text(key), Text(printable(value)), "must match" if must else "note")
+    out.print(t)
+    return 0
+
+
+def _placement_words(placement: str | None) -> str:
+    return record.NO_HOST if placement is None else f"--host {printable(placement)}"
 
 
 def status(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, NoReturn
 
-from provision.errors import OperationError, ProvisionError, SpecError
+from provision.errors import ProvisionError, SpecError
 
 EXIT_OK, EXIT_FAIL, EXIT_PENDING, EXIT_INPUT, EXIT_HOST = 0, 1, 2, 3, 4
 # --timeout's upper bound: a day is more than any guest needs, and far larger values overflow
@@ -97,6 +97,13 @@ def _is_option(word: str) -> bool:
 def _lab_file(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("is blank; name a lab file, e.g. inventory/demo.yml")
+    return text
+
+
+def _record_file(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is blank; name a record file, e.g. one written by "
+                                         "`provision record LAB --json > demo.json`")
     return text
 
 
@@ -189,7 +196,16 @@ def _add_lab_commands(sub: Any) -> None:
             p.add_argument("--timeout", type=_timeout, default=300.0, metavar="SECONDS",
                            help="seconds to wait for each guest agent, more than 0 and at "
                            f"most {MAX_TIMEOUT:g} (default 300)")
+            p.add_argument("--expect", type=_record_file, metavar="RECORD",
+                           help="a record (`provision record LAB --json`): change nothing "
+                           "and exit 4 unless this host would build the same lab")
         p.set_defaults(func=func)
+    p = sub.add_parser("record", help="what the lab resolved to when last brought up here")
+    _add_lab(p)
+    _add_json(p)
+    _add_placement(p, "the record of the VMs whose `host:` is NAME (as `up --host NAME` "
+                   "placed them)")
+    p.set_defaults(func=c.record_cmd)
     p = sub.add_parser("verify", help="prove the data path hop by hop; exit 0 pass, 1 fail")
     _add_lab(p)
     p.add_argument("--json", metavar="FILE", help="write the report as JSON ('-': stdout)")
@@ -229,10 +245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except ProvisionError as exc:
         _flush_warnings(False)
-        # Only an operation's failure may span lines (one per object, as ReadBackError does);
-        # a bad input or host problem is one line whatever the arguments held.
+        # Only an operation's failure (one line per object, as ReadBackError does) or a
+        # record's differences may span lines; anything else is one line whatever the
+        # arguments held.
         _fail(str(exc), exc.exit_code, _json_to_stdout(args, words),
-              keep_newlines=isinstance(exc, OperationError))
+              keep_newlines=exc.multiline)
         return exc.exit_code
     except BrokenPipeError:  # the reader went away (`| head`); nothing left to say
         sys.stderr.close()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from provision.core.imagespec import CloudInitSpec
 from provision.core.owner import Owner, pool_name
 from provision.core.spec import Lab, VmSpec
 from provision.errors import SpecError
@@ -87,7 +88,7 @@ def vm_disks(lab: Lab, vm: VmSpec, image: DiskImage, nics: tuple[GuestNic, ...],
              mtus: Mapping[str, int | None]) -> VmDisks:
     """The overlay onto ``image`` and the seed that configures ``nics`` (``mtus``: the guest
     MTU per NIC, by MAC, when the lab sets one)."""
-    extras = lab.cloud_init.merged(vm.cloud_init)
+    extras = (lab.cloud_init or CloudInitSpec()).merged(vm.cloud_init)
     where = f"lab.vms[{lab.vms.index(vm)}]"
     seed_nics = tuple(
         SeedNic(n.mac, n.ip, n.queues, mtus.get(n.mac), tuple((v.vid, v.ip) for v in n.vlans))

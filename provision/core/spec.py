@@ -276,7 +276,7 @@ class Lab(_Strict):
     vms: tuple[VmSpec, ...] = ()
     tunnels: TunnelSpec = TunnelSpec()
     # seed extras for every VM that boots a disk image (a VM's own cloud_init adds to them)
-    cloud_init: CloudInitSpec = CloudInitSpec()
+    cloud_init: CloudInitSpec | None = None
 
     @field_validator("name", mode="before")
     @classmethod

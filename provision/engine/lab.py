@@ -15,7 +15,7 @@ from typing import Any
 
 from provision.core import desired, inventory, plan, spec, tunnels
 from provision.core.placement import guest_mtus
-from provision.engine import converge, locks
+from provision.engine import converge, locks, record, record_store
 from provision.engine.converge import Progress
 from provision.errors import OperationError, SpecError
 from provision.host.probe import lab_caps
@@ -37,12 +37,13 @@ class LabResult:
     agent_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     readback_seconds: float = 0.0  # observing and planning again after applying
+    record: dict[str, Any] | None = None  # `up`: what the lab resolved to here (engine.record)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.plan.to_dict(), "changed": self.changed, "backend": self.backend,
                 "domain_type": self.domain_type, "agent_seconds": self.agent_seconds,
                 "seconds": round(self.seconds, 3),
-                "readback_seconds": round(self.readback_seconds, 3)}
+                "readback_seconds": round(self.readback_seconds, 3), "record": self.record}
 
 
 # A lab file, a lab already validated by ``spec.parse_lab`` (Ansible passes its `lab` var),
@@ -162,7 +163,8 @@ def plan_lab(path: LabSource, host: str | None = None, extra: Sequence[str | Pat
 
 
 def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: float = 300.0,
-           on_plan: Any = None, host: str | None = None, extra: Sequence[str | Path] = ()
+           on_plan: Any = None, host: str | None = None, extra: Sequence[str | Path] = (),
+           expect: dict[str, Any] | None = None, expect_source: str = "the expected record"
            ) -> LabResult:
     """Converge the host to the lab, then read back: observe and plan again, and fail
     naming every object that did not reach the lab's state. An empty plan changes nothing
@@ -170,13 +172,20 @@ def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: flo
 
     With ``host``, the lab's VMs placed elsewhere are left out, so owned ones found here are
     removed (a VM moved to another hypervisor leaves this one).
+
+    The lab's record (``engine.record``) is written once it is up. With ``expect`` (a
+    record, read from ``expect_source``), a must-match difference from this host's record is
+    a RecordMismatch (exit 4) before any change; other differences become plan notes.
     """
     t0 = time.monotonic()
     lab, want = load(path, host, extra, fetch=True, progress=progress)
     with lab_lock(want.lab), converge.open_backends() as b:
+        rec = record.lab_record(want, lab, record.host_facts(b.conn, b.ovs), host)
+        notes = [] if expect is None else record.check_expected(expect, rec, expect_source)
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
-        p.notes[:0] = _notes(path, host, lab)
-        result = LabResult(want.lab, p, not p.in_sync, want.backend, want.domain_type)
+        p.notes[:0] = _notes(path, host, lab) + notes
+        result = LabResult(want.lab, p, not p.in_sync, want.backend, want.domain_type,
+                           record=rec)
         if not p.in_sync:
             if on_plan is not None:
                 on_plan(p)
@@ -190,6 +199,7 @@ def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: flo
             result.readback_seconds = time.monotonic() - t1
             if not residual.in_sync:
                 raise ReadBackError(residual)
+        record_store.save_record(rec)
     result.seconds = time.monotonic() - t0
     return result
 
@@ -240,4 +250,6 @@ def down_lab(path: LabSource, progress: Progress | None = None, check: bool = Fa
             if on_plan is not None:
                 on_plan(p)
             converge.apply_plan(b, p, progress)
+        if not check:
+            record_store.remove_record(lab.name)
     return LabResult(lab.name, p, not p.in_sync, seconds=time.monotonic() - t0)

@@ -75,6 +75,7 @@ class VerifyReport:
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
     spec_backend: str = "auto"  # the lab file's backend
+    record: dict[str, Any] | None = None  # what the lab resolves to here (engine.record)
 
     @property
     def passed(self) -> bool:
@@ -99,6 +100,7 @@ class VerifyReport:
             "seconds": round(self.seconds, 2),
             "counts": self.counts(),
             "checks": [c.to_dict() for c in self.checks],
+            "record": self.record,
         }
 
 

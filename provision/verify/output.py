@@ -47,6 +47,9 @@ def junit_xml(report: VerifyReport) -> str:
     for name, value in (("lab", report.lab), ("backend", report.backend),
                         ("spec_backend", report.spec_backend)):
         ET.SubElement(props, "property", name=name, value=value)
+    if report.record is not None:  # the JSON report's record, as one compact JSON value
+        ET.SubElement(props, "property", name="record",
+                      value=json.dumps(report.record, sort_keys=True, separators=(",", ":")))
     for check in report.checks:
         case = ET.SubElement(suite, "testcase", {
             "classname": f"virtio-lab.{report.lab}.{check.hop}",

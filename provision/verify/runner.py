@@ -32,6 +32,7 @@ from provision.engine.converge import (
     parallel,
 )
 from provision.engine.lab import LabSource, lab_inventory, with_tunnels
+from provision.engine.record import host_facts, lab_record
 from provision.errors import HostError
 from provision.host.probe import HostCaps, lab_caps
 from provision.image import resolve
@@ -167,7 +168,8 @@ def verify_lab(path: LabSource, progress: Progress | None = None,
                perf: bool = False, host: str | None = None,
                extra: Sequence[str | Path] = ()) -> VerifyReport:
     """Every check of the lab (a lab file or a ``Lab``); HostError (exit 4) when the lab is
-    not here."""
+    not here. The report carries the lab's record (``engine.record``), computed as `up`
+    computes it, from the desired state here."""
     t0 = time.monotonic()
     progress = progress or NoProgress()
     whole, lab, want, caps = load_for_verify(path, host, extra)
@@ -179,6 +181,7 @@ def verify_lab(path: LabSource, progress: Progress | None = None,
     with open_backends() as b:
         observed = observe_lab(b, want.lab, want, guests=False)
         _require_lab(observed, lab.name, path)
+        record = lab_record(want, lab, host_facts(b.conn, b.ovs), host)
         task = progress.task("domain, QEMU, tap and guest of each VM", len(lab.vms))
 
         def vm_phase(vm: spec.VmSpec) -> VmState:
@@ -198,4 +201,4 @@ def verify_lab(path: LabSource, progress: Progress | None = None,
     checks.sort(key=hop_order)
     actual = parse.combine_backends([s.backend for s in states.values()
                                       if s.backend is not None])
-    return VerifyReport(lab.name, actual, checks, time.monotonic() - t0, lab.backend)
+    return VerifyReport(lab.name, actual, checks, time.monotonic() - t0, lab.backend, record)

@@ -20,8 +20,8 @@ from provision.errors import HostError, OperationError
 from .helpers import lab, lab_data
 
 SUBCOMMANDS = ("host check", "host prepare", "image build", "render", "plan", "up", "status",
-               "down", "verify")
-LAB_COMMANDS = ("render", "plan", "up", "status", "down", "verify")
+               "down", "verify", "record")
+LAB_COMMANDS = ("render", "plan", "up", "status", "down", "verify", "record")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,130 @@
+"""Record files: where the record of each lab lives on this host, reading one back (checked,
+a SpecError naming the file and key when it is not a record), writing one atomically after
+`up`, removing it after `down`. What a record holds: ``provision.engine.record``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import warnings
+from pathlib import Path
+from typing import Any
+
+from provision.engine.record import FIX, check_record
+from provision.errors import HostError, SpecError
+
+RECORDDIR_ENV = "VIRTIO_LAB_RECORDDIR"
+DEFAULT_RECORDDIR = "/var/lib/virtio-lab/records"
+MAX_BYTES = 1 << 20  # a record is a few hundred bytes per VM
+
+
+def read_record(path: str | Path, flag: str = "") -> dict[str, Any]:
+    """The record in the file ``path``; SpecError naming the file (after ``flag``, the option
+    that named it) and the key when it cannot be read, is not JSON, or is not a record."""
+    source = f"{flag} {os.fspath(path)}" if flag else os.fspath(path)
+    text = _read_text(os.fspath(path), source)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(source, f"is not JSON (line {exc.lineno} column {exc.colno}: "
+                        f"{exc.msg}); {FIX}") from None
+    except RecursionError:
+        raise SpecError(source, f"is not a record: its JSON nests too deep; {FIX}") from None
+    return check_record(data, source)
+
+
+def _read_text(path: str, source: str) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SpecError(source, f"cannot read the record: {exc.strerror}; {FIX}") from None
+    except ValueError:  # a NUL in the name
+        raise SpecError(source, "is not a usable file name") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # never block on a FIFO or read a device
+            raise SpecError(source, f"is not a regular file; {FIX}")
+        chunks, size = [], 0
+        while size <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise SpecError(source, f"cannot read the record: {exc.strerror}; {FIX}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_BYTES:
+        raise SpecError(source, f"is over {MAX_BYTES} bytes, too big for a record; {FIX}")
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(source, f"is not UTF-8 text (byte {exc.start}); {FIX}") from None
+
+
+
+
+def record_dir() -> Path:
+    """$VIRTIO_LAB_RECORDDIR; else, in a namespace hypervisor of `provision hosts`, its state
+    directory's ``records`` (hypervisors on one machine share its /var/lib); else
+    /var/lib/virtio-lab/records."""
+    override = os.environ.get(RECORDDIR_ENV)
+    if override:
+        return Path(override)
+    from provision.hypervisors.daemons import inside_hypervisor
+    from provision.hypervisors.plan import parse_name
+
+    name = inside_hypervisor()
+    with contextlib.suppress(SpecError):  # not a hypervisor's name: not one of ours
+        return parse_name(name).state_dir / "records" if name else Path(DEFAULT_RECORDDIR)
+    return Path(DEFAULT_RECORDDIR)
+
+
+def record_path(lab: str) -> Path:
+    return record_dir() / f"{lab}.json"
+
+
+def load_record(lab: str, lab_file: str = "LAB") -> dict[str, Any]:
+    """The record of ``lab`` as last brought up here; HostError (exit 4) when there is
+    none, SpecError naming the file when it is not a record."""
+    path = record_path(lab)
+    if not path.exists():
+        raise HostError(f"lab {lab} has no record on this host (no {path}): run "
+                        f"`provision up {lab_file}` to bring it up and record it")
+    return read_record(path)
+
+
+class RecordWarning(UserWarning):
+    """The record could not be written or removed; the lab itself is fine."""
+
+
+def save_record(record: dict[str, Any]) -> None:
+    """Write the record of its lab atomically (a whole file or the previous one, never part
+    of one); a warning, not an error, when it cannot: the lab is up all the same."""
+    path = record_path(record["lab"])
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        warnings.warn(f"lab {record['lab']} is up, but its record was not written to {path}: "
+                      f"{exc.strerror or exc}; set {RECORDDIR_ENV} to a directory you can "
+                      "write", RecordWarning, stacklevel=2)
+
+
+def remove_record(lab: str) -> None:
+    """Forget the record of ``lab`` (it is down); a warning when it cannot be removed."""
+    path = record_path(lab)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        warnings.warn(f"lab {lab} is down, but its record {path} was not removed: "
+                      f"{exc.strerror or exc}; remove it by hand", RecordWarning, stacklevel=2)
