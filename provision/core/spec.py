@@ -394,15 +394,21 @@ def nic_queues(vm: VmSpec, nic: NicSpec) -> int:
     return nic.queues or vm.vcpus
 
 
-HASH_IF_SET = ("cloud_init",)
+HASH_IF_SET = ("cloud_init",)  # keys added later: unset, they leave older labs' hashes alone
+
+
+def _unset_dropped(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _unset_dropped(v) for k, v in value.items()
+                if not (k in HASH_IF_SET and v is None)}
+    if isinstance(value, list):
+        return [_unset_dropped(v) for v in value]
+    return value
 
 
 def spec_hash(model: BaseModel) -> str:
     """A short, stable hash of a validated model (lab or VM)."""
-    dumped = model.model_dump(mode="json")
-    for key in HASH_IF_SET:  # keys added later: absent, they leave older labs' hashes alone
-        if dumped.get(key) is None:
-            dumped.pop(key, None)
+    dumped = _unset_dropped(model.model_dump(mode="json"))
     data = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
