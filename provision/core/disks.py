@@ -19,6 +19,7 @@ from provision.core.imagespec import CloudInitSpec
 from provision.core.owner import Owner, pool_name
 from provision.core.spec import Lab, VmSpec
 from provision.errors import SpecError
+from provision.host.statedir import state_dir
 from provision.image.cache import DiskImage
 from provision.image.seed import SeedNic, seed_iso, seed_spec
 
@@ -26,13 +27,14 @@ if TYPE_CHECKING:
     from provision.core.desired import GuestNic
 
 POOLS_ENV = "VIRTIO_LAB_POOLS"
-DEFAULT_POOLS = "/var/lib/virtio-lab/pools"
 
 
 def pools_root() -> Path:
-    """Where lab pools live: $VIRTIO_LAB_POOLS, else /var/lib/virtio-lab/pools. A lab's pool
+    """Where lab pools live: $VIRTIO_LAB_POOLS, else /var/lib/virtio-lab/pools (a namespace
+    hypervisor's own, inside one: ``host.statedir``). A lab's pool
     directory is ``<root>/<lab>/volumes``; ``<root>/<lab>/owner.json`` says whose it is."""
-    return Path(os.environ.get(POOLS_ENV) or DEFAULT_POOLS)
+    override = os.environ.get(POOLS_ENV)
+    return Path(override) if override else state_dir("pools")
 
 
 def pool_path(lab: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from provision.engine.record import FIX, check_record
 from provision.errors import HostError, SpecError
+from provision.host.statedir import state_dir
 
 RECORDDIR_ENV = "VIRTIO_LAB_RECORDDIR"
 DEFAULT_RECORDDIR = "/var/lib/virtio-lab/records"
@@ -62,22 +63,12 @@ def _read_text(path: str, source: str) -> str:
         raise SpecError(source, f"is not UTF-8 text (byte {exc.start}); {FIX}") from None
 
 
-
-
 def record_dir() -> Path:
     """$VIRTIO_LAB_RECORDDIR; else, in a namespace hypervisor of `provision hosts`, its state
     directory's ``records`` (hypervisors on one machine share its /var/lib); else
     /var/lib/virtio-lab/records."""
     override = os.environ.get(RECORDDIR_ENV)
-    if override:
-        return Path(override)
-    from provision.hypervisors.daemons import inside_hypervisor
-    from provision.hypervisors.plan import parse_name
-
-    name = inside_hypervisor()
-    with contextlib.suppress(SpecError):  # not a hypervisor's name: not one of ours
-        return parse_name(name).state_dir / "records" if name else Path(DEFAULT_RECORDDIR)
-    return Path(DEFAULT_RECORDDIR)
+    return Path(override) if override else state_dir("records")
 
 
 def record_path(lab: str) -> Path:
