@@ -178,10 +178,14 @@ def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: flo
     a RecordMismatch (exit 4) before any change; other differences become plan notes.
     """
     t0 = time.monotonic()
-    lab, want = load(path, host, extra, fetch=True, progress=progress)
+    # With a record to match, nothing is fetched before it matched (a pinned image's hash
+    # is known from the lab file); then the images are fetched and the lab loaded again.
+    lab, want = load(path, host, extra, fetch=expect is None, progress=progress)
     with lab_lock(want.lab), converge.open_backends() as b:
         rec = record.lab_record(want, lab, record.host_facts(b.conn, b.ovs), host)
         notes = [] if expect is None else record.check_expected(expect, rec, expect_source)
+        if expect is not None:
+            lab, want = load(path, host, extra, fetch=True, progress=progress)
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
         p.notes[:0] = _notes(path, host, lab) + notes
         result = LabResult(want.lab, p, not p.in_sync, want.backend, want.domain_type,
