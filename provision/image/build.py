@@ -103,7 +103,7 @@ def build_image(
     name: str = "tiny", cache_dir: Path | None = None, force: bool = False
 ) -> tuple[GuestImage, bool]:
     """Build `name` unless the cache holds a build of the same inputs; True if built now."""
-    check_name(name)
+    check_name(name, "kernel")
     cache = cache_dir or default_cache_dir()
     inputs = _gather_inputs()
     key = _input_key(inputs)
@@ -119,7 +119,7 @@ def build_image(
 def image_current(name: str = "tiny", cache_dir: Path | None = None) -> bool:
     """True when ``build_image`` would do nothing: the cache holds a build of this host's
     current inputs. Reads only (check mode); HostError when an input is missing on the host."""
-    check_name(name)
+    check_name(name, "kernel")
     manifest = read_manifest((cache_dir or default_cache_dir()) / name)
     return manifest is not None and manifest.get("input_key") == _input_key(_gather_inputs())
 

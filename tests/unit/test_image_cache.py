@@ -1,5 +1,6 @@
 """The guest image cache: an entry a crash, a full disk or a hand edit damaged is no build.
-`load_image` says to rebuild (exit 4), and `build_image` treats the entry as absent."""
+`load_image` and `load_disk_image` say to rebuild (exit 4), and the builders treat the entry
+as absent. A kernel image is no disk image and the other way round."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from provision.errors import HostError
-from provision.image.cache import MANIFEST, load_image, read_manifest
+from provision.errors import HostError, SpecError
+from provision.image.cache import MANIFEST, load_disk_image, load_image, read_manifest
 
 GOOD: dict[str, Any] = {
     "name": "tiny",
@@ -93,3 +94,97 @@ def test_a_cache_that_is_a_file_is_named(tmp_path: Path) -> None:
     cache.write_text("")
     with pytest.raises(HostError, match=rf"cache {cache} is not a directory.*VIRTIO_LAB_CACHE"):
         load_image("tiny", cache)
+
+
+# -- disk images (kind disk): debian -------------------------------------------------------
+HASH = "cd" * 32
+DISK: dict[str, Any] = {
+    "name": "debian",
+    "kind": "disk",
+    "format": "qcow2",
+    "disk": "disk.qcow2",
+    "content_hash": HASH,
+    "virtual_size": 2 << 30,
+    "input_key": "1" * 64,
+    "builder_version": 1,
+    "packages": {"cloud-init": "22.4.2-1+deb12u4"},
+}
+
+
+def disk_entry(cache: Path, manifest: Any = None, name: str = "debian") -> Path:
+    """A cache laid out as build_debian leaves it: debian -> debian-<hash>/{disk.qcow2,...}."""
+    build = cache / f"{name}-{HASH[:16]}"
+    build.mkdir(parents=True)
+    (build / "disk.qcow2").write_bytes(b"QFI\xfb")
+    (build / MANIFEST).write_text(json.dumps(DISK if manifest is None else manifest))
+    (cache / name).symlink_to(build.name)
+    return build
+
+
+def disk_with(**changes: Any) -> dict[str, Any]:
+    return {**DISK, **changes}
+
+
+def disk_without(key: str) -> dict[str, Any]:
+    return {k: v for k, v in DISK.items() if k != key}
+
+
+def test_a_sound_disk_entry_loads(tmp_path: Path) -> None:
+    build = disk_entry(tmp_path)
+    img = load_disk_image("debian", tmp_path)
+    assert img.path == build / "disk.qcow2" and img.format == "qcow2"
+    assert img.content_hash == HASH and img.virtual_size == 2 << 30 and img.name == "debian"
+
+
+DISK_DAMAGED: list[tuple[str, Callable[[Path], Any]]] = [
+    *((f"no {key}", lambda c, key=key: disk_entry(c, disk_without(key)))
+      for key in ("input_key", "content_hash", "format", "disk", "virtual_size")),
+    ("format vmdk", lambda c: disk_entry(c, disk_with(format="vmdk"))),
+    ("virtual_size a string", lambda c: disk_entry(c, disk_with(virtual_size="2G"))),
+    ("virtual_size true", lambda c: disk_entry(c, disk_with(virtual_size=True))),
+    ("virtual_size 0", lambda c: disk_entry(c, disk_with(virtual_size=0))),
+    ("kind unknown", lambda c: disk_entry(c, disk_with(kind="iso"))),
+    ("kind kernel", lambda c: disk_entry(c, disk_with(kind="kernel"))),
+    ("disk outside the entry", lambda c: disk_entry(c, disk_with(disk="../disk.qcow2"))),
+    ("disk file gone", lambda c: (disk_entry(c) / "disk.qcow2").unlink()),
+    ("dangling link", lambda c: (c / "debian").symlink_to("debian-gone")),
+]
+
+
+@pytest.mark.parametrize("damage", [d for _, d in DISK_DAMAGED],
+                         ids=[n for n, _ in DISK_DAMAGED])
+def test_a_damaged_disk_entry_says_to_rebuild_debian(tmp_path: Path, damage: Any) -> None:
+    damage(tmp_path)
+    with pytest.raises(HostError, match=r"is damaged \(.*\): run "
+                       r"`provision image build debian --force`$") as exc:
+        load_disk_image("debian", tmp_path)
+    assert exc.value.exit_code == 4 and str(tmp_path) in str(exc.value)
+
+
+def test_a_disk_manifest_is_no_build_for_the_builder_when_damaged(tmp_path: Path) -> None:
+    disk_entry(tmp_path, disk_with(virtual_size=-1))
+    assert read_manifest(tmp_path / "debian") is None  # build_debian builds it again
+
+
+def test_no_debian_entry_names_the_command(tmp_path: Path) -> None:
+    with pytest.raises(HostError, match=r"not built in .*: run `provision image build debian`$"):
+        load_disk_image("debian", tmp_path)
+
+
+def test_tiny_is_no_disk_and_debian_no_kernel(tmp_path: Path) -> None:
+    disk_entry(tmp_path)
+    with pytest.raises(SpecError, match=r"image 'debian' is a disk image, not a kernel image"):
+        load_image("debian", tmp_path)
+    with pytest.raises(SpecError, match=r"image 'tiny' is a kernel image, not a disk image"):
+        load_disk_image("tiny", tmp_path)
+    with pytest.raises(SpecError, match=r"unknown image 'bionic'; known: tiny, debian"):
+        load_disk_image("bionic", tmp_path)
+
+
+def test_a_tiny_entry_that_says_disk_is_damaged_for_load_image(tmp_path: Path) -> None:
+    tiny = {"input_key": "1" * 64, "content_hash": HASH, "kernel_version": "6.1",
+            "kernel": "kernel", "initrd": "initrd", "cmdline": "console=ttyS0"}
+    disk_entry(tmp_path, {**DISK, **tiny, "kind": "disk"}, name="tiny")
+    with pytest.raises(HostError, match=r"is not of a kernel image\): run "
+                       r"`provision image build --force`"):
+        load_image("tiny", tmp_path)
