@@ -151,8 +151,9 @@ def _add_placement(p: argparse.ArgumentParser, host_help: str) -> None:
 
 
 def _add_host_commands(sub: Any) -> None:
-    """`host check|prepare` and `image build`: this machine and the embedded guest."""
+    """`host check|prepare` and `image build`: this machine and the guest images."""
     from provision.cli import commands as c
+    from provision.image.cache import IMAGE_NAMES
     hsub = sub.add_parser("host", help="what this host can do; prepare it"
                           ).add_commands("host_command")
     p = hsub.add_parser("check", help="probe KVM, vhost-net, OVS datapaths, daemons, packages")
@@ -169,9 +170,15 @@ def _add_host_commands(sub: Any) -> None:
                    "eth1=192.168.251.1/24")
     _add_json(p)
     p.set_defaults(func=c.host_prepare)
-    isub = sub.add_parser("image", help="the embedded guest").add_commands("image_command")
-    p = isub.add_parser("build", help="build the embedded default guest (tiny)")
+    isub = sub.add_parser("image", help="the guest images").add_commands("image_command")
+    p = isub.add_parser("build", help="build a guest image: the embedded default guest "
+                        "(tiny), or the Debian 12 disk image (debian)")
+    p.add_argument("name", nargs="?", default="tiny", choices=IMAGE_NAMES, metavar="NAME",
+                   help=f"one of {', '.join(IMAGE_NAMES)} (default tiny)")
     p.add_argument("--force", action="store_true", help="rebuild even when cached")
+    p.add_argument("--mirror", metavar="URL",
+                   help="the Debian mirror debian is built from "
+                   "(default http://deb.debian.org/debian)")
     _add_json(p)
     p.set_defaults(func=c.image_build)
 

@@ -34,6 +34,7 @@ REQUIRED_PACKAGES: tuple[str, ...] = (
     "pkg-config", "openvswitch-switch", "linux-image-amd64", "busybox-static",
     "qemu-guest-agent", "ethtool", "iperf3", "iproute2", "libxml2-utils",
     "openssh-server",  # sshd of the namespace hypervisors (`provision hosts`)
+    "mmdebstrap", "debian-archive-keyring", "e2fsprogs", "grub-pc-bin",  # image build debian
 )  # fmt: skip
 
 # Kernel modules `host prepare` loads when the kernel has them but has not loaded them.

@@ -8,6 +8,8 @@ Cache layout, under ``default_cache_dir()``::
     tiny-<content hash prefix>/{kernel,initrd,image.json}
     debian -> debian-<content hash prefix>/
     debian-<content hash prefix>/{disk.qcow2,image.json}    kind "disk"
+    debs/                                   the .deb files of the last debian build
+    debian.log                              mmdebstrap's output of the last debian build
 
 Files are written atomically (temp file + rename) and the links are swapped the same
 way; a build holds an exclusive lock on the cache (``locked``), so concurrent builds serialise.
