@@ -85,7 +85,8 @@ def _volumes(pool: libvirt.virStoragePool, pool_name_: str) -> dict[str, Observe
         out[name] = ObservedVolume(
             name, pool_name_, path, None if fmt is None else fmt.get("type"),
             root.findtext("backingStore/path"),
-            _file_hash(path) if fmt is not None and fmt.get("type") == "raw" else None,
+            # a seed is raw bytes; libvirt reports it as "iso" once it sees ISO 9660 in it
+            None if fmt is None or fmt.get("type") == "qcow2" else _file_hash(path),
         )
     return out
 

@@ -17,6 +17,7 @@ from provision.backends import storage, virt
 from provision.core import disks
 from provision.core.disks import DesiredVolume
 from provision.core.owner import Owner
+from provision.image.seed import SeedNic, seed_iso, seed_spec
 
 LAB = "itstor"
 
@@ -54,7 +55,8 @@ def test_pool_overlay_and_seed_round_trip(conn: libvirt.virConnect, tmp_path: Pa
     assert json.loads((Path(pool.path).parent / "owner.json").read_text()) == \
         Owner(LAB).external_ids()
     overlay = DesiredVolume("vm1.qcow2", pool.name, "vm1", "overlay", str(base), "qcow2", 1 << 30)
-    iso = b"seed" * 5000
+    # a real seed: libvirt reports an ISO 9660 volume's format as "iso", not "raw"
+    iso = seed_iso(seed_spec("vm1", (SeedNic("52:54:00:00:00:01", "10.0.0.1/24", 1, None),)))
     seed = DesiredVolume("vm1-seed.iso", pool.name, "vm1", "seed",
                          content_hash=hashlib.sha256(iso).hexdigest(), content=iso)
     storage.create_volume(conn, pool.name, overlay)

@@ -55,7 +55,7 @@ def in_sync(want: DesiredLab) -> ObservedLab:
     for v in want.volumes:
         seen.volumes[v.name] = ObservedVolume(
             v.name, v.pool, f"{want.pool.path}/{v.name}" if want.pool else v.name,
-            "qcow2" if v.kind == "overlay" else "raw", v.backing, v.content_hash)
+            "qcow2" if v.kind == "overlay" else "iso", v.backing, v.content_hash)
     return seen
 
 
