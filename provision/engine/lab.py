@@ -181,11 +181,12 @@ def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: flo
     # With a record to match, nothing is fetched before it matched (a pinned image's hash
     # is known from the lab file); then the images are fetched and the lab loaded again.
     lab, want = load(path, host, extra, fetch=expect is None, progress=progress)
+    notes: list[str] = []
+    if expect is not None:
+        notes = _check_expected(lab, want, host, expect, expect_source)
+        lab, want = load(path, host, extra, fetch=True, progress=progress)
     with lab_lock(want.lab), converge.open_backends() as b:
         rec = record.lab_record(want, lab, record.host_facts(b.conn, b.ovs), host)
-        notes = [] if expect is None else record.check_expected(expect, rec, expect_source)
-        if expect is not None:
-            lab, want = load(path, host, extra, fetch=True, progress=progress)
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
         p.notes[:0] = _notes(path, host, lab) + notes
         result = LabResult(want.lab, p, not p.in_sync, want.backend, want.domain_type,
@@ -206,6 +207,14 @@ def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: flo
         record_store.save_record(rec)
     result.seconds = time.monotonic() - t0
     return result
+
+
+def _check_expected(lab: spec.Lab, want: desired.DesiredLab, host: str | None,
+                    expect: dict[str, Any], source: str) -> list[str]:
+    """The notes of a record that matches ``expect``; RecordMismatch (exit 4) otherwise."""
+    with converge.open_backends() as b:
+        rec = record.lab_record(want, lab, record.host_facts(b.conn, b.ovs), host)
+    return record.check_expected(expect, rec, source)
 
 
 def read_back(b: converge.Backends, want: desired.DesiredLab, settle_s: float = 10.0
