@@ -30,6 +30,14 @@ options:
         kernel, busybox, qemu-ga, the init script).
     type: bool
     default: true
+  debian:
+    description:
+      - Also build the Debian 12 disk image (C(image: debian) in a lab) from Debian's mirror,
+        unless the cache holds a build of the same inputs (C(provision image build debian)).
+      - In check mode, reported as a change when the cache holds no debian build at all (its
+        inputs include the mirror's current release file, which check mode does not fetch).
+    type: bool
+    default: false
   smoke_test:
     description:
       - After the daemons answer, start and destroy a transient QEMU domain with a 4-queue NIC on
@@ -158,14 +166,26 @@ def image_action(image: bool) -> list[dict[str, str]]:
     return [HostAction("build-image", "tiny", reason).to_dict()]
 
 
-def check(install: bool, image: bool, caps: Any) -> list[dict[str, str]]:
-    """What a real run would do: the library's host plan, plus the guest image."""
+def debian_action(debian: bool) -> list[dict[str, str]]:
+    """The debian build a real run would do, as far as check mode can tell."""
+    from provision.host.plan import HostAction
+    from provision.image.cache import default_cache_dir, read_manifest
+
+    if not debian or read_manifest(default_cache_dir() / "debian") is not None:
+        return []
+    return [HostAction("build-image", "debian", "the cache holds no debian build").to_dict()]
+
+
+def check(install: bool, image: bool, caps: Any, debian: bool = False
+          ) -> list[dict[str, str]]:  # fmt: skip
+    """What a real run would do: the library's host plan, plus the guest images."""
     from provision.host.plan import plan_host
 
-    return [a.to_dict() for a in plan_host(caps, install).actions] + image_action(image)
+    return ([a.to_dict() for a in plan_host(caps, install).actions] + image_action(image)
+            + debian_action(debian))  # fmt: skip
 
 
-def prepare(install: bool, image: bool, smoke_test: bool, caps: Any
+def prepare(install: bool, image: bool, smoke_test: bool, caps: Any, debian: bool = False
             ) -> tuple[list[dict[str, str]], dict[str, Any]]:  # fmt: skip
     from provision.host import prepare as hostprep
     from provision.host.plan import HostAction
@@ -181,6 +201,13 @@ def prepare(install: bool, image: bool, smoke_test: bool, caps: Any
                                       f"built ({img.content_hash[:16]})").to_dict())
         facts = {"name": img.name, "built": built, "content_hash": img.content_hash,
                  "kernel_version": img.kernel_version, "path": str(img.initrd.parent)}  # fmt: skip
+    if debian:
+        from provision.image import debian as debian_image
+
+        disk, built = debian_image.build_debian()
+        if built:
+            actions.append(HostAction("build-image", "debian",
+                                      f"built ({disk.content_hash[:16]})").to_dict())
     return actions, facts
 
 
@@ -207,6 +234,7 @@ def main() -> None:
         argument_spec={
             "install": {"type": "bool", "default": True},
             "image": {"type": "bool", "default": True},
+            "debian": {"type": "bool", "default": False},
             "smoke_test": {"type": "bool", "default": True},
             "underlay": {"type": "str"},
         },
@@ -222,11 +250,11 @@ def main() -> None:
         "daemons": dict(before.daemons),
     }
     if module.check_mode:
-        actions = run_or_fail(module, check, p["install"], p["image"], before)
+        actions = run_or_fail(module, check, p["install"], p["image"], before, p["debian"])
         caps = run_or_fail(module, host_caps, before)
     else:
         actions, out["image"] = run_or_fail(module, prepare, p["install"], p["image"],
-                                            p["smoke_test"], before)  # fmt: skip
+                                            p["smoke_test"], before, p["debian"])  # fmt: skip
         if p["underlay"]:
             actions += run_or_fail(module, underlay, p["underlay"])
         caps = run_or_fail(module, host_caps, None if actions else before)
