@@ -19,8 +19,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     StrictStr,
@@ -29,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from provision.core.spec_errors import PathError
+from provision.core.spec_errors import PathError, Strict
 from provision.errors import shown
 
 # Images virtio-lab builds itself (`provision image build NAME`); tiny boots a kernel
@@ -44,11 +42,7 @@ SSH_KEY_RE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|
                         r" [A-Za-z0-9+/=]+( .*)?$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-class DiskImageSpec(_Strict):
+class DiskImageSpec(Strict):
     """A disk image by path or URL, pinned by its sha256."""
 
     path: StrictStr | None = None  # an image file on this host (copied into the cache once)
@@ -134,7 +128,7 @@ def is_disk(image: ImageSpec) -> bool:
     return image != "tiny"
 
 
-class CloudInitSpec(_Strict):
+class CloudInitSpec(Strict):
     """What a disk image's NoCloud seed adds to what virtio-lab writes (hostname, network,
     channels, agent): keys for the default user, and more #cloud-config."""
 

@@ -10,7 +10,6 @@ it), raised before the host is touched.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import re
 import warnings
@@ -18,7 +17,6 @@ from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     StrictInt,
     StrictStr,
@@ -31,7 +29,11 @@ from provision.core.addresses import GuestAddress
 from provision.core.imagespec import CloudInitSpec, ImageSpec, check_image_value, is_disk
 from provision.core.owner import nic_mac, tap_name
 from provision.core.spec_errors import PathError as _PathError
-from provision.core.spec_errors import spec_error
+from provision.core.spec_errors import Strict, spec_error
+from provision.core.switchspec import (
+    BridgeSpec,
+    TunnelSpec,
+)
 from provision.core.yamlfile import yaml_value
 from provision.errors import SpecError, shown
 
@@ -40,16 +42,6 @@ from provision.errors import SpecError, shown
 # fz-a-b).
 LAB_NAME = r"^[a-z][a-z0-9]{0,11}$"
 VM_NAME = r"^[a-z][a-z0-9-]{0,31}$"
-# OVS bridges are also Linux interfaces (IFNAMSIZ 16, so 15 characters).
-BRIDGE_NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$"
-RESERVED_IFNAMES = {
-    "lo": "the loopback interface",
-    "all": "reserved: /proc/sys/net/ipv4/conf/all holds every interface's settings",
-    "default": "reserved: /proc/sys/net/ipv4/conf/default holds new interfaces' settings",
-    "ovs-system": "Open vSwitch's kernel datapath device",
-    "ovs-netdev": "Open vSwitch's userspace datapath device",
-    "bonding_masters": "reserved: /sys/class/net/bonding_masters is the bonding driver's",
-}
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 RING_SIZES = (256, 512, 1024)
 MAX_QUEUES = 256  # a Linux tap has at most 256 queues
@@ -57,18 +49,14 @@ MAX_QUEUES = 256  # a Linux tap has at most 256 queues
 VECTORS_PER_VCPU = 200
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-class TrunkVlan(_Strict):
+class TrunkVlan(Strict):
     """A VLAN a trunk NIC carries; with ``ip``, the guest gets a VLAN interface with it."""
 
     vlan: StrictInt = Field(ge=1, le=4094)  # one of OVS Port.trunks; the guest's 802.1Q VID
     ip: GuestAddress | None = None  # address of the guest's VLAN interface
 
 
-class NicSpec(_Strict):
+class NicSpec(Strict):
     """One virtio-net NIC, plugged into an OVS bridge of the lab through a tap."""
 
     bridge: StrictStr  # name of a bridge in lab.bridges
@@ -152,7 +140,7 @@ class NicSpec(_Strict):
         return self
 
 
-class VmSpec(_Strict):
+class VmSpec(Strict):
     """One guest: a libvirt domain named ``<lab>-<vm>``."""
 
     name: StrictStr = Field(pattern=VM_NAME)  # the domain is named <lab>-<name>
@@ -197,77 +185,7 @@ class VmSpec(_Strict):
         return self
 
 
-class UplinkSpec(_Strict):
-    """A host interface through which a bridge reaches the outside. The lab adds and owns
-    its OVS port; the interface itself (addresses, MTU, state) stays the host's."""
-
-    interface: StrictStr = Field(pattern=BRIDGE_NAME)  # the host NIC; OVS Port/Interface.name
-    vlan_mode: Literal["trunk", "access"] = "trunk"
-    # trunk: the VLANs it carries (none listed: every VLAN); access: exactly one, its tag
-    vlans: tuple[StrictInt, ...] = ()
-    probe: ipaddress.IPv4Address | None = None  # an outside address the bridge's VMs reach
-
-    @field_validator("vlans")
-    @classmethod
-    def _vlan_ids(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        for vid in v:
-            if not 1 <= vid <= 4094:
-                raise ValueError(f"{vid} is not a VLAN ID; use 1 to 4094")
-        if len(set(v)) != len(v):
-            raise ValueError("lists a VLAN twice")
-        return v
-
-    @field_validator("probe", mode="before")
-    @classmethod
-    def _probe_text(cls, v: Any) -> Any:
-        if v is not None and not isinstance(v, str):
-            raise ValueError(f"is {yaml_value(v)}; write an address such as 192.0.2.1")
-        return v
-
-    @model_validator(mode="after")
-    def _access_has_one(self) -> UplinkSpec:
-        if self.vlan_mode == "access" and len(self.vlans) != 1:
-            raise _PathError("vlans", "an access uplink carries exactly one VLAN: "
-                             "vlans: [100]")
-        return self
-
-    @property
-    def tag(self) -> int | None:
-        return self.vlans[0] if self.vlan_mode == "access" else None
-
-    @property
-    def trunks(self) -> tuple[int, ...]:
-        return tuple(sorted(self.vlans)) if self.vlan_mode == "trunk" else ()
-
-
-class BridgeSpec(_Strict):
-    """An OVS bridge. If it exists already and the lab did not create it, the lab uses it
-    and never deletes it."""
-
-    name: StrictStr = Field(pattern=BRIDGE_NAME)  # OVS Bridge.name
-    datapath_type: Literal["auto", "system", "netdev"] = "auto"  # OVS Bridge.datapath_type
-    uplink: UplinkSpec | None = None  # a host NIC joined to the bridge as an owned port
-
-    @field_validator("name")
-    @classmethod
-    def _not_reserved(cls, v: str) -> str:
-        # BRIDGE_NAME already keeps out what the kernel refuses: "", ".", "..", '/', ':',
-        # whitespace, and '%' (a name template); these are taken on every host.
-        if v in RESERVED_IFNAMES:
-            raise ValueError(f"{shown(v)} is {RESERVED_IFNAMES[v]}; choose another name")
-        return v
-
-
-class TunnelSpec(_Strict):
-    """How the copies of a bridge on several hypervisors are joined (``core/tunnels``)."""
-
-    type: Literal["geneve", "vxlan"] = "geneve"  # OVS Interface.type of each tunnel port
-    # MTU of the network between the hypervisors; guest NICs on a bridge that spans hosts
-    # get this minus the encapsulation (54 bytes), so full-size frames still cross
-    underlay_mtu: StrictInt = Field(default=1500, ge=1330, le=9216)
-
-
-class Lab(_Strict):
+class Lab(Strict):
     """A lab: bridges and VMs, every object tagged as owned by ``name``."""
 
     name: StrictStr = Field(pattern=LAB_NAME)  # prefixes every owned object

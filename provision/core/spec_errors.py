@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from provision.core.yamlfile import yaml_value
 from provision.errors import SpecError, shown
+
+
+class Strict(BaseModel):
+    """The base of every lab file model: unknown keys refused, frozen, text stripped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
 class PathError(ValueError):
