@@ -79,16 +79,22 @@ def read_bytes(path: str | Path) -> bytes:
         raise SpecError(source, "is not a usable file name") from None
     try:
         _check_file(os.fstat(fd), source)  # the name may point elsewhere since stat()
-        chunks, size = [], 0
-        while size <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
+        data = read_capped(fd, MAX_BYTES)
     except OSError as exc:
         raise SpecError(source, f"cannot read the lab file: {exc.strerror}") from None
     finally:
         os.close(fd)
-    if size > MAX_BYTES:  # it grew while being read, or its size was not known (/proc)
-        raise _too_big(source, size, "more than ")
+    if len(data) > MAX_BYTES:  # it grew while being read, or its size was not known (/proc)
+        raise _too_big(source, len(data), "more than ")
+    return data
+
+
+def read_capped(fd: int, limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes of ``fd``: more than ``limit`` means the file is too big."""
+    chunks, size = [], 0
+    while size <= limit and (chunk := os.read(fd, limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
     return b"".join(chunks)
 
 

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from provision.core.yamlfile import read_capped
 from provision.engine.record import FIX, check_record
 from provision.errors import HostError, SpecError
 from provision.host.statedir import state_dir
@@ -47,18 +48,15 @@ def _read_text(path: str, source: str) -> str:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # never block on a FIFO or read a device
             raise SpecError(source, f"is not a regular file; {FIX}")
-        chunks, size = [], 0
-        while size <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
+        data = read_capped(fd, MAX_BYTES)
     except OSError as exc:
         raise SpecError(source, f"cannot read the record: {exc.strerror}; {FIX}") from None
     finally:
         os.close(fd)
-    if size > MAX_BYTES:
+    if len(data) > MAX_BYTES:
         raise SpecError(source, f"is over {MAX_BYTES} bytes, too big for a record; {FIX}")
     try:
-        return b"".join(chunks).decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(source, f"is not UTF-8 text (byte {exc.start}); {FIX}") from None
 
