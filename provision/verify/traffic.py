@@ -16,7 +16,7 @@ from typing import Any
 
 import libvirt
 
-from provision.backends import agent
+from provision.backends import agent, unixctl
 from provision.backends.ovs import Ovs
 from provision.engine.converge import parallel
 from provision.verify import parse
@@ -46,6 +46,8 @@ while [ "$c" -lt "$cpus" ]; do
 done
 snap after
 """
+LIVE = "ovs-vswitchd dpctl/show"  # where the OVS counters came from, for the evidence
+PUBLISHED = "OVSDB Interface statistics"
 PINGS_PER_CPU = 3
 OVS_STATS_INTERVAL_MS = 5000  # ovs-vswitchd's default other_config:stats-update-interval
 
@@ -128,14 +130,27 @@ def _stats_interval(ovs: Ovs) -> float:
         return OVS_STATS_INTERVAL_MS / 1000
 
 
-def _wait_ovs(ovs: Ovs, before: dict[str, dict[str, int]],
+def _ovs_counters(ovs: Ovs, names: list[str]) -> tuple[dict[str, dict[str, int]], str]:
+    """The ports' packet counters: live from ovs-vswitchd (``dpctl/show -s``) when it answers
+    for every port, else OVSDB's Interface statistics (published every few seconds)."""
+    try:
+        live = unixctl.port_stats(names)
+        if set(live) == set(names):
+            return live, LIVE
+    except unixctl.UnixctlError:
+        pass
+    return interface_stats(ovs, names), PUBLISHED
+
+
+def _wait_ovs(ovs: Ovs, before: dict[str, dict[str, int]], source: str,
               ) -> tuple[dict[str, dict[str, int]], float]:
-    """OVS counters once every port has moved both ways, or at the deadline (ovs-vswitchd
-    publishes Interface statistics only every stats-update-interval)."""
+    """OVS counters once every port has moved both ways, or at the deadline: a moment for
+    live counters (frames still in flight), a stats-update-interval for OVSDB's."""
     start = time.monotonic()
-    deadline = start + _stats_interval(ovs) + 2.0
+    deadline = start + (2.0 if source == LIVE else _stats_interval(ovs) + 2.0)
     while True:
-        after = interface_stats(ovs, list(before))
+        after = (unixctl.port_stats(list(before)) if source == LIVE
+                 else interface_stats(ovs, list(before)))
         moved = all(after.get(n, {}).get(k, 0) > v[k] for n, v in before.items()
                     for k in ("rx_packets", "tx_packets"))
         if moved or time.monotonic() >= deadline:
@@ -187,16 +202,17 @@ def queue_checks(ovs: Ovs, doms: dict[str, libvirt.virDomain | None],
                 flows[src.domain].append((src, dst))
             vcpus[src.domain] = src.vcpus
     eps = list(dict.fromkeys(src for f in flows.values() for src, _dst in f))
-    before = interface_stats(ovs, [ep.tap for ep in eps])
+    before, source = _ovs_counters(ovs, [ep.tap for ep in eps])
     results = dict(parallel(
         lambda d: (d, _drive(doms.get(d), views[d], vcpus[d], flows[d])), list(flows)))
-    after, waited = _wait_ovs(ovs, before) if before else ({}, 0.0)
+    after, waited = _wait_ovs(ovs, before, source) if before else ({}, 0.0)
     for ep in eps:
         peers = [dst.target for src, dst in flows[ep.domain] if src == ep]
         b0, a0 = before.get(ep.tap, {}), after.get(ep.tap, {})
         ovs_delta = {k: a0.get(k, 0) - b0.get(k, 0) if b0 and a0 else 0
                      for k in ("rx_packets", "tx_packets")}
         ovs_delta["waited_s"] = round(waited, 1)
+        ovs_delta["source"] = source
         checks.append(_queue_check(ep, peers, views[ep.domain], results[ep.domain],
                                    ovs_delta))
     return sorted(checks, key=lambda c: c.target)
