@@ -19,12 +19,13 @@ from provision.verify import parse
 from provision.verify.matrix import Endpoint, pair_target, same_subnet
 from provision.verify.model import Check, skipped, verdict
 
-# $1..: "IFNAME,ADDRESS" targets. Every ping runs at once; each ends within 2 s (-w 2).
+# $1..: "IFNAME,ADDRESS,PAYLOAD,SECONDS" targets. Every ping runs at once; each ends once
+# 3 replies came, or after SECONDS (-w).
 _PING_ALL = r"""
 k=0
 for t in "$@"; do
-  dst=${t#*,}
-  ( ping -c 3 -i 0.2 -W 2 -w 2 -s "${dst#*,}" -I "${t%%,*}" "${dst%%,*}" > "/tmp/vl-ping.$$.$k" 2>&1
+  ifn=${t%%,*}; r=${t#*,}; dst=${r%%,*}; r=${r#*,}; size=${r%%,*}; secs=${r#*,}
+  ( ping -c 3 -i 0.2 -W "$secs" -w "$secs" -s "$size" -I "$ifn" "$dst" > "/tmp/vl-ping.$$.$k" 2>&1
     echo "exit $?" >> "/tmp/vl-ping.$$.$k" ) &
   k=$((k+1))
 done
@@ -120,11 +121,22 @@ def guest_nic_check(view: GuestView, ep: Endpoint, want: GuestNic) -> Check:
     return verdict("guest.nic", ep.target, problems, evidence, ok)
 
 
+REACH_DEADLINE_S = 10
+ISOLATION_DEADLINE_S = 2
+
+
 @dataclass(frozen=True)
 class Ping:
     kind: str  # "reach" | "isolation"
     src: Endpoint
     dst: Endpoint
+
+    @property
+    def seconds(self) -> int:
+        """How long the ping may wait. A reach ping ends at its third reply, so a long
+        deadline costs a healthy lab nothing and lets a loaded one (many TCG guests on two
+        cores) answer late; an isolation ping must wait its whole deadline for silence."""
+        return REACH_DEADLINE_S if self.kind == "reach" else ISOLATION_DEADLINE_S
 
     @property
     def size(self) -> int:
@@ -146,7 +158,7 @@ def ping_from(dom: libvirt.virDomain | None, view: GuestView,
         if iface is None:
             out[p] = view.missing(p.src)
         else:
-            runnable.append((p, f"{iface.ifname},{p.dst.address},{p.size}"))
+            runnable.append((p, f"{iface.ifname},{p.dst.address},{p.size},{p.seconds}"))
     if not runnable:
         return out
     try:
