@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from provision.errors import SpecError
-from provision.image.cache import IMAGE_NAMES  # the standard library only
+from provision.image.cache import IMAGE_NAMES  # cache imports the standard library only
 
 # --timeout's upper bound: a day is more than any guest needs, and far larger values overflow
-# the C timeouts of the waits below (threading, sockets).
+# the C timeouts of `up`'s waits (threading, sockets).
 MAX_TIMEOUT = 86400.0
 # argparse treats these words as values, not options (`--timeout -5` reaches the type check).
 _NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
