@@ -77,6 +77,7 @@ fuzz: host image
 	VIRTIO_LAB_FUZZ=$(FUZZ_PROFILE) $(BIN)/pytest -v -rs tests/fuzz
 
 bench: host image
+	$(BIN)/python benchmarks/bench_plan.py
 	$(BIN)/python benchmarks/bench_up.py
 	$(BIN)/python benchmarks/bench_guest_boot.py
 

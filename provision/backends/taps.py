@@ -10,9 +10,7 @@ from names.
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import Any
 
 from provision.core.desired import DesiredTap
 from provision.core.observed import ObservedTap
@@ -20,6 +18,15 @@ from provision.core.owner import from_tap_alias
 from provision.errors import OperationError
 
 IFF_UP = 0x1
+
+
+def _iproute() -> Any:
+    """A netlink socket (pyroute2's ``IPRoute``), imported on first use: importing pyroute2
+    loads the whole library (ndb, ipdb, conntrack: about 130 ms), which the commands that
+    touch no tap (render, record, host check) should not pay."""
+    from pyroute2 import IPRoute
+
+    return IPRoute()
 
 
 def _tun_info(link: object) -> dict[str, int] | None:
@@ -50,7 +57,7 @@ def observe_taps(lab: str, wanted: Iterable[str] = ()) -> dict[str, ObservedTap]
     """Taps the lab owns, plus any interface holding a wanted name (a possible conflict)."""
     want = set(wanted)
     out: dict[str, ObservedTap] = {}
-    with IPRoute() as ipr:
+    with _iproute() as ipr:
         for link in ipr.get_links():
             name = link.get("IFLA_IFNAME")
             tun = _tun_info(link)
@@ -69,12 +76,12 @@ def existing_links(names: Iterable[str]) -> frozenset[str]:
     want = set(names)
     if not want:
         return frozenset()
-    with IPRoute() as ipr:
+    with _iproute() as ipr:
         return frozenset(n for link in ipr.get_links() if (n := link.get("IFLA_IFNAME")) in want)
 
 
 def observe_tap(name: str) -> ObservedTap | None:
-    with IPRoute() as ipr:
+    with _iproute() as ipr:
         idx = ipr.link_lookup(ifname=name)
         if not idx:
             return None
@@ -86,7 +93,9 @@ def observe_tap(name: str) -> ObservedTap | None:
 def ensure_tap(tap: DesiredTap, user: str | None = None) -> None:
     """Create the tap if absent (vnet_hdr, persistent, multi_queue when it has several
     queues), tag it and bring it up."""
-    with IPRoute() as ipr:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with _iproute() as ipr:
         try:
             if not ipr.link_lookup(ifname=tap.name):
                 ifr = {"multi_queue": tap.multi_queue, "vnet_hdr": True, "no_pi": True}
@@ -100,7 +109,9 @@ def ensure_tap(tap: DesiredTap, user: str | None = None) -> None:
 
 def delete_tap(name: str) -> None:
     """Delete a tap; absent is fine."""
-    with IPRoute() as ipr:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with _iproute() as ipr:
         idx = ipr.link_lookup(ifname=name)
         if not idx:
             return

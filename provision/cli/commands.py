@@ -1,4 +1,8 @@
-"""One function per CLI command: load, call the library, print. Returns the exit code."""
+"""One function per CLI command: load, call the library, print. Returns the exit code.
+
+Each command imports the library modules it uses when it runs: the engine pulls in pydantic,
+jinja2, libvirt and more, which `host check` or `image build` should not wait for.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -17,12 +21,10 @@ from rich.text import Text
 
 from provision.cli.main import printable
 from provision.cli.progress import RichProgress
-from provision.core import plan
-from provision.core.spec import spec_hash
-from provision.engine import converge, lab, record, record_store
 from provision.errors import HostError, OperationError, SpecError
-from provision.host.probe import probe_host
-from provision.image import build as image
+
+if TYPE_CHECKING:
+    from provision.core import plan
 
 # Piped output keeps whole rows: a table cut at 80 columns helps no script or log reader.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -35,6 +37,8 @@ def _emit_json(data: Any) -> None:
 
 # -- host and image ---------------------------------------------------------------------
 def host_check(args: argparse.Namespace) -> int:
+    from provision.host.probe import probe_host
+
     caps = probe_host()
     if args.json:
         _emit_json(caps.to_dict())
@@ -87,6 +91,7 @@ def host_prepare(args: argparse.Namespace) -> int:
 
 def _host_prepare_check(args: argparse.Namespace) -> int:
     from provision.host.plan import plan_host
+    from provision.host.probe import probe_host
 
     host_plan = plan_host(probe_host(kvm_probe_timeout=0), install=not args.no_install)
     if args.json:
@@ -104,6 +109,8 @@ def _host_prepare_check(args: argparse.Namespace) -> int:
 
 
 def image_build(args: argparse.Namespace) -> int:
+    from provision.image import build as image
+
     if args.name == "debian":
         return _debian_build(args)
     if args.mirror is not None:
@@ -157,6 +164,8 @@ def _debian_build(args: argparse.Namespace) -> int:
 
 # -- lab ---------------------------------------------------------------------------------
 def render(args: argparse.Namespace) -> int:
+    from provision.engine import lab
+
     _spec, want = lab.load(args.lab)
     if args.json:
         _emit_json(
@@ -200,12 +209,16 @@ def _print_plan(p: plan.Plan, as_json: bool, extra: dict | None = None) -> None:
 
 
 def plan_cmd(args: argparse.Namespace) -> int:
+    from provision.engine import lab
+
     result = lab.plan_lab(args.lab, args.host, extra=args.inventory)
     _print_plan(result.plan, args.json, {"backend": result.backend})
     return 0 if result.plan.in_sync else 2
 
 
 def up(args: argparse.Namespace) -> int:
+    from provision.engine import lab, record_store
+
     def show(p: plan.Plan) -> None:
         if not args.json:
             _print_plan(p, False)
@@ -231,6 +244,8 @@ def up(args: argparse.Namespace) -> int:
 
 
 def down(args: argparse.Namespace) -> int:
+    from provision.engine import lab
+
     def show(p: plan.Plan) -> None:
         if not args.json:
             _print_plan(p, False)
@@ -247,6 +262,9 @@ def down(args: argparse.Namespace) -> int:
 
 
 def record_cmd(args: argparse.Namespace) -> int:
+    from provision.core.spec import spec_hash
+    from provision.engine import lab, record, record_store
+
     wanted = lab.lab_inventory(args.lab, args.inventory).placed(args.host)  # exit 3 first
     rec = record_store.load_record(wanted.name, args.lab)
     if args.host is not None and rec["placement"] != args.host:
@@ -269,11 +287,14 @@ def record_cmd(args: argparse.Namespace) -> int:
 
 
 def _placement_words(placement: str | None) -> str:
+    from provision.engine import record
+
     return record.NO_HOST if placement is None else f"--host {printable(placement)}"
 
 
 def status(args: argparse.Namespace) -> int:
     from provision.cli.status import lab_status, print_status
+    from provision.engine import converge, lab
 
     wanted = lab.lab_spec(args.lab)  # a bad file is exit 3 whether or not the daemons answer
     with converge.open_backends() as b:

@@ -1,42 +1,14 @@
-"""`provision hosts up|exec|status|down`: namespace hypervisors on this machine."""
+"""`provision hosts up|exec|status|down`: namespace hypervisors on this machine. Their
+arguments are in ``provision.cli.parser``."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Any
 
 from rich.table import Table
 
 from provision.cli.commands import _emit_json, err, out
 from provision.cli.progress import RichProgress
-
-
-def add_parser(sub: Any) -> None:
-    """Register `provision hosts ...` on the top-level subparsers `sub`."""
-    hosts = sub.add_parser("hosts", help="N namespace hypervisors on this machine")
-    hsub = hosts.add_subparsers(dest="hosts_command", required=True,
-                                parser_class=type(hosts))  # fmt: skip
-    p = hsub.add_parser("up", help="make hypervisors hv1..hvN and write their inventory")
-    p.add_argument("count", metavar="N", type=int, help="how many hypervisors (1 to 8)")
-    p.add_argument("--inventory", metavar="FILE", required=True, type=Path,
-                   help="write the Ansible inventory of the hypervisors here")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.set_defaults(func=hosts_up)
-    p = hsub.add_parser("exec", help="run a command inside one hypervisor: exec hvK -- CMD")
-    p.add_argument("--json", action="store_true",
-                   help="capture the output and print it as JSON")
-    p.add_argument("host", metavar="hvK", help="the hypervisor")
-    p.add_argument("argv", metavar="CMD", nargs=argparse.REMAINDER,
-                   help="the command and its arguments, after --")
-    p.set_defaults(func=hosts_exec)
-    for name, func, text in (
-        ("status", hosts_status, "the hypervisors and whether their daemons answer"),
-        ("down", hosts_down, "stop and remove every hypervisor, its links and its state"),
-    ):
-        p = hsub.add_parser(name, help=text)
-        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-        p.set_defaults(func=func)
 
 
 def hosts_up(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from provision.core.owner import metadata_from_domain_xml
+from provision.core.owner import metadata_from_domain
 
 _UNITS = {
     "b": 1 / 1024,
@@ -79,7 +79,7 @@ def domain_facts(xml: str) -> dict[str, Any]:
         "kernel": root.findtext("os/kernel"),
         "initrd": root.findtext("os/initrd"),
         "cmdline": root.findtext("os/cmdline"),
-        "owner": metadata_from_domain_xml(xml),  # lab, vm, spec-hash, image, backend
+        "owner": metadata_from_domain(root),  # lab, vm, spec-hash, image, backend
         "interfaces": [interface_facts(i) for i in root.findall("devices/interface")],
         "disks": [_disk_facts(d) for d in root.findall("devices/disk")],
         "agent_channel": any(

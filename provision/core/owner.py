@@ -79,7 +79,12 @@ def from_tap_alias(alias: str | None) -> Owner | None:
 
 def metadata_from_domain_xml(xml: str) -> dict[str, str] | None:
     """The ``<vlab:owner>`` metadata of a domain's XML as a dict, None when it has none."""
-    elem = ET.fromstring(xml).find(f"metadata/{{{OWNER_NS}}}owner")
+    return metadata_from_domain(ET.fromstring(xml))
+
+
+def metadata_from_domain(root: ET.Element) -> dict[str, str] | None:
+    """``metadata_from_domain_xml`` of a domain's XML already parsed (its ``<domain>``)."""
+    elem = root.find(f"metadata/{{{OWNER_NS}}}owner")
     if elem is None:
         return None
     return {child.tag.split("}", 1)[-1]: (child.text or "") for child in elem}

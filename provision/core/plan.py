@@ -13,10 +13,7 @@ from provision.core import compare
 from provision.core import volumes as plan_volumes
 from provision.core.changes import PHASES, Change, ConflictError, Plan
 from provision.core.compare import Diff
-from provision.core.desired import (
-    DesiredDomain,
-    DesiredLab,
-)
+from provision.core.desired import DesiredLab
 from provision.core.observed import ObservedLab
 from provision.core.owner import owned_by
 from provision.errors import HostError
@@ -167,6 +164,7 @@ def _plan_domains(
 ) -> set[str]:
     """Domain changes; returns the domains that will (re)boot."""
     booting: set[str] = set()
+    taps_of = _taps_by_vm(desired)
     for dom in desired.domains:
         seen = observed.domains.get(dom.name)
         change = None
@@ -180,7 +178,7 @@ def _plan_domains(
         elif not seen.running:
             change = Change("domains", "start", "domain", dom.name, {"running": False},
                             {"running": True}, "not running", dom)
-        elif taps := sorted(set(_domain_taps(desired, dom)) & recreated_taps):
+        elif taps := sorted(set(taps_of.get(dom.vm, ())) & recreated_taps):
             change = Change("domains", "restart", "domain", dom.name, None, {"running": True},
                             "its tap was recreated: " + ", ".join(taps), dom)
         elif dom.vm in remade_disks:
@@ -192,8 +190,12 @@ def _plan_domains(
     return booting
 
 
-def _domain_taps(desired: DesiredLab, dom: DesiredDomain) -> list[str]:
-    return [t.name for t in desired.taps if t.owner.vm == dom.vm]
+def _taps_by_vm(desired: DesiredLab) -> dict[str | None, list[str]]:
+    """Each VM's taps, found once: a scan of every tap per domain grows with their product."""
+    out: dict[str | None, list[str]] = {}
+    for tap in desired.taps:
+        out.setdefault(tap.owner.vm, []).append(tap.name)
+    return out
 
 
 def _plan_guests(desired: DesiredLab, observed: ObservedLab, plan: Plan, booting: set[str]) -> None:

@@ -8,7 +8,7 @@ new seed is a new instance, never a guest that half remembers the last one.
 from __future__ import annotations
 
 from provision.core.changes import Change, ConflictError, Plan
-from provision.core.desired import DesiredLab
+from provision.core.desired import DesiredDomain, DesiredLab
 from provision.core.disks import DesiredVolume
 from provision.core.observed import ObservedLab
 from provision.core.owner import owned_by
@@ -38,8 +38,9 @@ def plan_storage(desired: DesiredLab, observed: ObservedLab, plan: Plan) -> set[
                 {"path": desired.pool.path, "active": True},
                 "absent" if seen is None else "not active", desired.pool))
     remade: set[str] = set()
+    by_vm = _by_vm(desired)
     for vol in desired.volumes:
-        why = _why_remake(desired, observed, vol)
+        why = _why_remake(by_vm, observed, vol)
         if why is None:
             continue
         seen_vol = observed.volumes.get(vol.name)
@@ -55,7 +56,24 @@ def _view(backing: str | None, content_hash: str | None) -> dict[str, str]:
     return {"backing": backing} if backing else {"sha256": content_hash or ""}
 
 
-def _why_remake(desired: DesiredLab, observed: ObservedLab, vol: DesiredVolume) -> str | None:
+# A VM's domain and its seed volume, looked up by VM name.
+_ByVm = tuple[dict[str, DesiredDomain], dict[str, DesiredVolume]]
+
+
+def _by_vm(desired: DesiredLab) -> _ByVm:
+    """Each VM's domain and seed, found once per plan (the first of each, as a scan would):
+    a scan per volume grows with volumes times domains."""
+    domains: dict[str, DesiredDomain] = {}
+    seeds: dict[str, DesiredVolume] = {}
+    for dom in desired.domains:
+        domains.setdefault(dom.vm, dom)
+    for vol in desired.volumes:
+        if vol.kind == "seed":
+            seeds.setdefault(vol.vm, vol)
+    return domains, seeds
+
+
+def _why_remake(by_vm: _ByVm, observed: ObservedLab, vol: DesiredVolume) -> str | None:
     seen = observed.volumes.get(vol.name)
     if seen is None:
         return "absent"
@@ -63,11 +81,12 @@ def _why_remake(desired: DesiredLab, observed: ObservedLab, vol: DesiredVolume) 
         return None if seen.content_hash == vol.content_hash else "the seed's content differs"
     if seen.backing != vol.backing:
         return f"backs onto {seen.backing}, not the lab's image {vol.backing}"
-    dom = next((d for d in desired.domains if d.vm == vol.vm), None)
+    domains, seeds = by_vm
+    dom = domains.get(vol.vm)
     have = observed.domains.get(dom.name) if dom else None
     if have is None:
         return "its domain is new: a new VM starts from the image"
-    seed = next((v for v in desired.volumes if v.vm == vol.vm and v.kind == "seed"), None)
+    seed = seeds.get(vol.vm)
     booted = (have.facts.get("owner") or {}).get(SEED_HASH)
     if seed is not None and booted != seed.content_hash:
         return "the VM's seed changed: a new instance starts from the image"

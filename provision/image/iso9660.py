@@ -17,8 +17,6 @@ import io
 import struct
 from collections.abc import Mapping
 
-import pycdlib
-
 PINNED = (2000, 1, 1, 0, 0, 0)  # year, month, day, hour, minute, second; UTC
 # A volume descriptor date: 16 digits (YYYYMMDDHHMMSS, hundredths) and a GMT offset byte.
 _VD_DATE = b"%04d%02d%02d%02d%02d%02d00\x00" % PINNED
@@ -39,6 +37,8 @@ def iso_image(files: Mapping[str, bytes], volume_id: str) -> bytes:
     """An ISO 9660 image holding ``files`` (name -> bytes, all in the root directory) under the
     volume label ``volume_id``, with every date set to ``PINNED``. Names are lower-case
     letters, digits, '-' and '.'; each becomes the Joliet and Rock Ridge name as it is."""
+    import pycdlib  # here, not at the top: only disk VMs have a seed (15 ms at every start)
+
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, vol_ident=volume_id, joliet=3, rock_ridge="1.09",
             app_ident_str="virtio-lab")

@@ -1,0 +1,80 @@
+"""`provision --help` answers at once: building the parser imports none of the heavy libraries,
+and each command still finds its function when it runs (issue 11, "Speed a user feels")."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from provision.cli.parser import Command, build_parser
+
+REPO = Path(__file__).resolve().parents[2]
+# What the commands use and the parser must not import: each costs 20 to 150 ms at start.
+HEAVY = ("pyroute2", "libvirt", "libvirt_qemu", "ovsdbapp", "ovs", "pydantic", "pydantic_core",
+         "rich", "jinja2", "pycdlib", "yaml")
+PARSE = """
+import contextlib, io
+from provision.cli.main import build_parser, main
+build_parser().parse_args(["up", "lab.yml", "--timeout", "30"])
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main(["--help"])
+    except SystemExit:
+        pass
+main(["plan"])  # a missing argument: the error path too
+"""
+
+
+def _imported(code: str, packages: tuple[str, ...]) -> list[str]:
+    """The modules of ``packages`` in sys.modules after ``code`` ran in a fresh process."""
+    probe = (f"{code}\nimport json, sys\nprint(json.dumps(sorted(m for m in sys.modules "
+             f"if m.split('.')[0] in {packages!r})))")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    found: list[str] = json.loads(proc.stdout.splitlines()[-1])
+    return found
+
+
+def test_the_parser_and_help_import_no_heavy_library() -> None:
+    assert _imported(PARSE, HEAVY) == [], "imported while parsing the command line"
+
+
+def test_the_engine_imports_pyroute2_and_pycdlib_only_when_used() -> None:
+    """render, record and host check touch no tap and write no seed: pyroute2 (all of it,
+    ~130 ms) and pycdlib load on first use."""
+    code = "import provision.cli.commands, provision.engine.lab, provision.cli.status"
+    assert _imported(code, ("pyroute2", "pycdlib")) == []
+
+
+def _commands(parser: argparse.ArgumentParser, words: str = "") -> Iterator[tuple[str, Any]]:
+    func = parser.get_default("func")
+    if func is not None:
+        yield words, func
+    for action in parser._actions:  # argparse keeps its subparsers there and nowhere public
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, f"{words} {name}".strip())
+
+
+def test_every_command_names_a_function_that_exists() -> None:
+    found = dict(_commands(build_parser()))
+    assert {"up", "plan", "host check", "image build", "hosts exec"} <= set(found)
+    for words, func in found.items():
+        assert isinstance(func, Command), words
+        target = getattr(importlib.import_module(func.module), func.__name__, None)
+        assert callable(target), f"`provision {words}`: {func!r} names no function"
+
+
+def test_a_command_is_named_as_its_function_is() -> None:
+    args = build_parser().parse_args(["hosts", "exec", "hv1", "--", "true"])
+    assert args.func.__name__ == "hosts_exec"
+    assert args.func.module == "provision.cli.hosts"
