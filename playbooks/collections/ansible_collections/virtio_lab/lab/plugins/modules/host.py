@@ -32,8 +32,8 @@ options:
     default: true
   debian:
     description:
-      - Also build the Debian 12 disk image (C(image: debian) in a lab) from Debian's mirror,
-        unless the cache holds a build of the same inputs (C(provision image build debian)).
+      - Also build the Debian 12 disk image (the C(debian) image of a lab's VMs) from Debian's
+        mirror, unless the cache holds a build of the same inputs (C(provision image build debian)).
       - In check mode, reported as a change when the cache holds no debian build at all (its
         inputs include the mirror's current release file, which check mode does not fetch).
     type: bool
