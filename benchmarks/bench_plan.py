@@ -30,36 +30,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from provision.core import domxml
 from provision.core.desired import DesiredLab, desired_state
-from provision.core.observed import (
-    ObservedBridge,
-    ObservedDomain,
-    ObservedGuestNic,
-    ObservedGuestVlan,
-    ObservedLab,
-    ObservedPool,
-    ObservedPort,
-    ObservedTap,
-    ObservedVolume,
-)
-from provision.core.owner import Owner
 from provision.core.plan import plan_changes
 from provision.core.spec import parse_lab
-from provision.host.probe import HostCaps
-from provision.image.cache import DiskImage, GuestImage
+from provision.image.cache import DiskImage
+from tests.unit.helpers import IMAGE as TINY
+from tests.unit.helpers import caps, in_sync
 
 TARGET_MS = 50.0  # issue 11: 500 ports and 100 domains
 TARGET_VMS, NICS = 100, 5
 BRIDGES = 5
-HOST = HostCaps(kvm_usable=True, kvm_reason="bench", vhost_net=True, vhost_reason="bench",
-                ovs_kernel_datapath=True, ovs_reason="bench",
-                ovs_datapath_types=("netdev", "system"),
-                emulator="/usr/bin/qemu-system-x86_64", machine="pc")
-TINY = GuestImage(name="tiny", kernel=Path("/var/cache/virtio-lab/images/tiny/kernel"),
-                  initrd=Path("/var/cache/virtio-lab/images/tiny/initrd"),
-                  cmdline="console=ttyS0 quiet", content_hash="0" * 64,
-                  kernel_version="6.1.0-bench-amd64")
+HOST = caps(vhost=True, kvm=True, ovs_kernel=True)
 DISK = DiskImage("debian", Path("/var/cache/virtio-lab/images/debian-1/disk.qcow2"), "qcow2",
                  "1" * 64, 2 << 30)
 
@@ -85,40 +66,6 @@ def desired(vms: int, disk: bool) -> DesiredLab:
     spec = parse_lab(lab_data(vms, disk))
     images = {vm.name: DISK if vm.image == "debian" else TINY for vm in spec.vms}
     return desired_state(spec, HOST, images)
-
-
-def in_sync(want: DesiredLab) -> ObservedLab:
-    """What the host holds right after a successful `up` of ``want``."""
-    seen = ObservedLab(lab=want.lab, guests_observed=True)
-    on_bridge: dict[str, list[str]] = {b.name: [] for b in want.bridges}
-    for p in want.ports:
-        on_bridge[p.bridge].append(p.name)
-        seen.ports[p.name] = ObservedPort(p.name, p.bridge, p.tag, p.trunks,
-                                          {**p.external_ids, "attached-mac": "x"}, ofport=7)
-    for b in want.bridges:
-        seen.bridges[b.name] = ObservedBridge(b.name, b.datapath_type, Owner(want.lab),
-                                              tuple(on_bridge[b.name]))
-    for t in want.taps:
-        seen.taps[t.name] = ObservedTap(t.name, t.owner, True, t.multi_queue, t.queues)
-    for d in want.domains:
-        seen.domains[d.name] = ObservedDomain(d.name, Owner(want.lab, d.vm), True,
-                                              domxml.domain_facts(d.xml))
-        seen.guests[d.name] = {n.mac: _guest_nic(i, n) for i, n in enumerate(d.nics)}
-    if want.pool is not None:
-        seen.pools[want.pool.name] = ObservedPool(want.pool.name, want.pool.path,
-                                                  want.pool.owner, True)
-        for v in want.volumes:
-            seen.volumes[v.name] = ObservedVolume(
-                v.name, v.pool, f"{want.pool.path}/{v.name}",
-                "qcow2" if v.kind == "overlay" else "iso", v.backing, v.content_hash)
-    return seen
-
-
-def _guest_nic(index: int, nic: Any) -> ObservedGuestNic:
-    name = f"eth{index}"
-    vlans = tuple(ObservedGuestVlan(v.vid, f"{name}.{v.vid}", (v.ip,), True) for v in nic.vlans)
-    return ObservedGuestNic(nic.mac, name, nic.queues, nic.queues, (nic.ip,) if nic.ip else (),
-                            True, "virtio_net", vlans)
 
 
 def timed(func: Callable[[], object], repeat: int) -> tuple[float, float]:

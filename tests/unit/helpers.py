@@ -6,6 +6,20 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from provision.core import domxml
+from provision.core.desired import DesiredLab
+from provision.core.observed import (
+    ObservedBridge,
+    ObservedDomain,
+    ObservedGuestNic,
+    ObservedGuestVlan,
+    ObservedLab,
+    ObservedPool,
+    ObservedPort,
+    ObservedTap,
+    ObservedVolume,
+)
+from provision.core.owner import Owner
 from provision.core.spec import Lab, parse_lab
 from provision.host.probe import HostCaps
 from provision.image.cache import GuestImage
@@ -76,3 +90,37 @@ SEED_FILES = ("meta-data", "network-config", "user-data")
 def seed(*nics: SeedNic, keys: tuple[str, ...] = (), extras: Any = None) -> SeedSpec:
     """The seed of VM vm1 with ``nics`` (by default SEED_NIC), its instance id derived."""
     return seed_spec("vm1", nics or (SEED_NIC,), keys, extras, user_data_path=SEED_WHERE)
+
+
+def in_sync(want: DesiredLab) -> ObservedLab:
+    """What the host holds right after a successful `up` of ``want``."""
+    seen = ObservedLab(lab=want.lab, guests_observed=True)
+    on_bridge: dict[str, list[str]] = {b.name: [] for b in want.bridges}
+    for p in want.ports:
+        on_bridge[p.bridge].append(p.name)
+        seen.ports[p.name] = ObservedPort(p.name, p.bridge, p.tag, p.trunks,
+                                          {**p.external_ids, "attached-mac": "x"}, ofport=7)
+    for b in want.bridges:
+        seen.bridges[b.name] = ObservedBridge(b.name, b.datapath_type, Owner(want.lab),
+                                              tuple(on_bridge[b.name]))
+    for t in want.taps:
+        seen.taps[t.name] = ObservedTap(t.name, t.owner, True, t.multi_queue, t.queues)
+    for d in want.domains:
+        seen.domains[d.name] = ObservedDomain(d.name, Owner(want.lab, d.vm), True,
+                                              domxml.domain_facts(d.xml))
+        seen.guests[d.name] = {n.mac: _guest_nic(i, n) for i, n in enumerate(d.nics)}
+    if want.pool is not None:
+        seen.pools[want.pool.name] = ObservedPool(want.pool.name, want.pool.path,
+                                                  want.pool.owner, True)
+        for v in want.volumes:
+            seen.volumes[v.name] = ObservedVolume(
+                v.name, v.pool, f"{want.pool.path}/{v.name}",
+                "qcow2" if v.kind == "overlay" else "iso", v.backing, v.content_hash)
+    return seen
+
+
+def _guest_nic(index: int, nic: Any) -> ObservedGuestNic:
+    name = f"eth{index}"
+    vlans = tuple(ObservedGuestVlan(v.vid, f"{name}.{v.vid}", (v.ip,), True) for v in nic.vlans)
+    return ObservedGuestNic(nic.mac, name, nic.queues, nic.queues, (nic.ip,) if nic.ip else (),
+                            True, "virtio_net", vlans)

@@ -19,8 +19,7 @@ from provision.core.spec import parse_lab
 from provision.errors import SpecError
 from provision.image.cache import DiskImage
 
-from .helpers import IMAGE, caps, lab_data
-from .test_plan import in_sync
+from .helpers import IMAGE, caps, in_sync, lab_data
 
 DEBIAN = DiskImage("debian", Path("/var/cache/virtio-lab/images/debian-1/disk.qcow2"),
                    "qcow2", "1" * 64, 2 << 30)

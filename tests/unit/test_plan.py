@@ -4,59 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from provision.core import domxml
 from provision.core.desired import DesiredLab, desired_state
 from provision.core.observed import (
     ObservedBridge,
     ObservedDomain,
     ObservedGuestNic,
-    ObservedGuestVlan,
     ObservedLab,
-    ObservedPool,
     ObservedPort,
     ObservedTap,
-    ObservedVolume,
 )
-from provision.core.owner import OWNER_LAB, Owner
+from provision.core.owner import OWNER_LAB
 from provision.core.plan import ConflictError, plan_changes, plan_teardown
 
-from .helpers import IMAGE, caps, lab
+from .helpers import IMAGE, caps, in_sync, lab
 
 
 @pytest.fixture
 def want() -> DesiredLab:
     return desired_state(lab(), caps(), IMAGE)
-
-
-def in_sync(want: DesiredLab) -> ObservedLab:
-    """What the host holds right after a successful `up` of ``want``."""
-    seen = ObservedLab(lab=want.lab, guests_observed=True)
-    for b in want.bridges:
-        ports = tuple(p.name for p in want.ports if p.bridge == b.name)
-        seen.bridges[b.name] = ObservedBridge(b.name, b.datapath_type, Owner(want.lab), ports)
-    for t in want.taps:
-        seen.taps[t.name] = ObservedTap(t.name, t.owner, True, t.multi_queue, t.queues)
-    for p in want.ports:
-        seen.ports[p.name] = ObservedPort(p.name, p.bridge, p.tag, p.trunks,
-                                          {**p.external_ids, "attached-mac": "x"}, 1, None)
-    for d in want.domains:
-        facts = domxml.domain_facts(d.xml)
-        seen.domains[d.name] = ObservedDomain(d.name, Owner(want.lab, d.vm), True, facts)
-        seen.guests[d.name] = {
-            n.mac: ObservedGuestNic(n.mac, "eth0", n.queues, n.queues,
-                                    (n.ip,) if n.ip else (), True, "virtio_net",
-                                    tuple(ObservedGuestVlan(v.vid, f"eth0.{v.vid}", (v.ip,), True)
-                                          for v in n.vlans))
-            for n in d.nics
-        }
-    if want.pool is not None:
-        seen.pools[want.pool.name] = ObservedPool(want.pool.name, want.pool.path,
-                                                  want.pool.owner, True)
-    for v in want.volumes:
-        seen.volumes[v.name] = ObservedVolume(
-            v.name, v.pool, f"{want.pool.path}/{v.name}" if want.pool else v.name,
-            "qcow2" if v.kind == "overlay" else "iso", v.backing, v.content_hash)
-    return seen
 
 
 def test_empty_host_gets_everything_in_phase_order(want: DesiredLab) -> None:
