@@ -1,9 +1,9 @@
 """``verify_lab()``: walk every hop of a running lab and gather the verdicts in a
 ``VerifyReport``. Observes only; it never repairs. VMs are checked concurrently.
 
-Phases: per VM (domain, QEMU, tap, guest) in parallel; OVS from one OVSDB replica; the
-reachability matrix (one concurrent guest-exec per VM); every queue's traffic; TCP; and
-with ``perf`` the iperf3 throughput.
+Phases: per VM (domain, QEMU, tap, guest) in parallel; OVS from one OVSDB replica; every
+queue's traffic, alone; then the reachability matrix (one concurrent guest-exec per VM) and
+TCP at once; and with ``perf`` the iperf3 throughput, alone.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,25 +129,36 @@ def _matrix_checks(eps: list[Endpoint], states: dict[str, VmState],
     return checks
 
 
-def _traffic_checks(b: Backends, eps: list[Endpoint], states: dict[str, VmState],
-                    perf: bool, progress: Progress) -> list[Check]:
-    doms = {d: s.dom for d, s in states.items()}
-    views = {d: s.view for d, s in states.items()}
+def _queue_checks(b: Backends, eps: list[Endpoint], states: dict[str, VmState],
+                  progress: Progress) -> list[Check]:
+    """Every queue of every NIC here, with nothing else running in the guests: another
+    check's packets would move queues this one must see moved by its own flows."""
     pairs, lonely = matrix.traffic_pairs(eps)
     lonely = [(ep, why) for ep, why in lonely if ep.domain in states]
-    pairs = matrix.from_here(pairs, set(states))
-    # TCP needs a server in the peer's guest: only pairs with both ends here
-    remote = [(a, b) for a, b in pairs if b.domain not in states]
-    pairs_tcp = [(a, b) for a, b in pairs if b.domain in states]
     task = progress.task("every queue carries traffic", 1)
-    checks = traffic.queue_checks(b.ovs, doms, views, pairs, lonely)
+    checks = traffic.queue_checks(b.ovs, {d: s.dom for d, s in states.items()},
+                                  {d: s.view for d, s in states.items()},
+                                  matrix.from_here(pairs, set(states)), lonely)
     progress.advance(task)
-    checks += [skipped("l4.tcp", matrix.pair_target(a, b),
-                       f"{b.target} runs on {b.host}: this host cannot serve TCP from its "
-                       "guest; ping and every queue of the pair are checked from here")
-               for a, b in remote]
-    pairs = pairs_tcp
-    pool = tcp.PortPool()
+    return checks
+
+
+def _tcp_pairs(eps: list[Endpoint], states: dict[str, VmState],
+               ) -> tuple[list[tuple[Endpoint, Endpoint]], list[Check]]:
+    """Traffic pairs with both ends here (TCP needs a server in the peer's guest), and a
+    skip for each pair whose peer runs on another hypervisor."""
+    pairs = matrix.from_here(matrix.traffic_pairs(eps)[0], set(states))
+    remote = [skipped("l4.tcp", matrix.pair_target(a, b),
+                      f"{b.target} runs on {b.host}: this host cannot serve TCP from its "
+                      "guest; ping and every queue of the pair are checked from here")
+              for a, b in pairs if b.domain not in states]
+    return [(a, b) for a, b in pairs if b.domain in states], remote
+
+
+def _tcp_checks(pairs: list[tuple[Endpoint, Endpoint]], states: dict[str, VmState],
+                pool: tcp.PortPool, progress: Progress) -> list[Check]:
+    doms = {d: s.dom for d, s in states.items()}
+    views = {d: s.view for d, s in states.items()}
     task = progress.task("TCP across the data path", len(pairs))
 
     def one(pair: tuple[Endpoint, Endpoint]) -> Check:
@@ -154,13 +166,40 @@ def _traffic_checks(b: Backends, eps: list[Endpoint], states: dict[str, VmState]
         progress.advance(task, check.target)
         return check
 
-    tcp_checks = parallel(one, pairs)
-    checks += tcp_checks
+    return parallel(one, pairs)
+
+
+def _perf_checks(pairs: list[tuple[Endpoint, Endpoint]], states: dict[str, VmState],
+                 pool: tcp.PortPool, tcp_checks: list[Check], progress: Progress,
+                 ) -> list[Check]:
+    doms = {d: s.dom for d, s in states.items()}
+    views = {d: s.view for d, s in states.items()}
+    checks: list[Check] = []
+    task = progress.task("throughput (iperf3)", len(pairs))
+    for pair, tcp_result in zip(pairs, tcp_checks, strict=True):
+        checks += tcp.perf_checks(doms, views, pair[0], pair[1], pool, tcp_result)
+        progress.advance(task, tcp_result.target)
+    return checks
+
+
+def _data_path_checks(b: Backends, whole: spec.Lab, l3: list[Endpoint],
+                      states: dict[str, VmState], perf: bool, progress: Progress,
+                      ) -> list[Check]:
+    """Queues first, alone; then the ping matrix and TCP at once (neither counts the
+    other's packets, and a reach ping waits up to 10 s for its replies, so a loaded
+    guest answers late rather than not); throughput last, alone, when asked for."""
+    checks = _queue_checks(b, l3, states, progress)
+    pairs, remote = _tcp_pairs(l3, states)
+    pool = tcp.PortPool()
+    task = progress.task("reachability matrix (pings inside the guests)", 1)
+    with ThreadPoolExecutor(max_workers=1) as side:
+        pings = side.submit(_matrix_checks, l3, states, matrix.probe_pairs(whole, l3))
+        tcp_checks = _tcp_checks(pairs, states, pool, progress)
+        checks += pings.result()
+    progress.advance(task)
+    checks += remote + tcp_checks
     if perf:
-        task = progress.task("throughput (iperf3)", len(pairs))
-        for pair, tcp_result in zip(pairs, tcp_checks, strict=True):
-            checks += tcp.perf_checks(doms, views, pair[0], pair[1], pool, tcp_result)
-            progress.advance(task, tcp_result.target)
+        checks += _perf_checks(pairs, states, pool, tcp_checks, progress)
     return checks
 
 
@@ -194,10 +233,7 @@ def verify_lab(path: LabSource, progress: Progress | None = None,
         checks += host_checks.bridge_checks(want, observed)
         checks += [host_checks.port_check(ep, want, observed) for ep in eps]
         checks += host_checks.link_port_checks(want, observed)
-        task = progress.task("reachability matrix (pings inside the guests)", 1)
-        checks += _matrix_checks(l3, states, matrix.probe_pairs(whole, l3))
-        progress.advance(task)
-        checks += _traffic_checks(b, l3, states, perf, progress)
+        checks += _data_path_checks(b, whole, l3, states, perf, progress)
     checks.sort(key=hop_order)
     actual = parse.combine_backends([s.backend for s in states.values()
                                       if s.backend is not None])
