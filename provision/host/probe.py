@@ -279,17 +279,15 @@ def genl_family_exists(name: str) -> bool:
 
 def ovs_datapath_types() -> tuple[str, ...]:
     """Open_vSwitch.datapath_types as ovs-vswitchd reports it, () if OVSDB is unreachable."""
-    from provision.backends.ovs import Ovs  # the lab's own OVSDB client (imports core)
+    from provision.backends import ovsdb_rpc
     from provision.errors import HostError
 
     try:
-        ovs = Ovs(f"unix:{OVSDB_SOCK}", timeout=2.0)
+        rows = ovsdb_rpc.select_column(f"unix:{OVSDB_SOCK}", "Open_vSwitch",
+                                       "datapath_types", timeout=2.0)
     except HostError:
         return ()
-    try:
-        return ovs.datapath_types()
-    finally:
-        ovs.close()
+    return tuple(sorted(ovsdb_rpc.as_set(rows[0]))) if rows else ()
 
 
 # ---- packages, daemons, versions -------------------------------------------------------
