@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import os
 import re
 import time
 from dataclasses import replace
@@ -22,6 +23,7 @@ import libvirt_qemu
 
 from provision.core.desired import GuestNic
 from provision.core.observed import ObservedGuestNic, ObservedGuestVlan
+from provision.core.render import console_log
 from provision.errors import OperationError, SpecError
 
 # Builtins only: the VLAN sub-interfaces as "vlan NAME VID PARENT" (nothing when the guest
@@ -101,9 +103,24 @@ def wait_agent(dom: libvirt.virDomain, timeout: float) -> float:
             if time.monotonic() >= deadline:
                 raise AgentError(
                     f"{dom.name()}: the guest agent did not answer within "
-                    f"{timeout:.0f} s ({exc}); see `virsh console {dom.name()}`"
+                    f"{timeout:.0f} s ({exc}); {console_hint(dom.name())}"
                 ) from None
             time.sleep(0.05)
+
+
+def console_hint(domain: str) -> str:
+    """Where to look when a guest did not come up: its console log, with the last line it
+    printed when that log is readable here."""
+    path = console_log(domain)
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = [x.strip() for x in f.read().decode(errors="replace").splitlines()]
+    except OSError:
+        return f"its console: {path}"
+    last = next((x for x in reversed(lines) if x), "")
+    return f"its console: {path}" + (f" (last line: {last[-160:]!r})" if last else " (empty)")
 
 
 def wait_cloud_init(dom: libvirt.virDomain, timeout: float) -> float:
@@ -114,8 +131,8 @@ def wait_cloud_init(dom: libvirt.virDomain, timeout: float) -> float:
     try:
         code, out, err = guest_exec(dom, "/bin/sh", ["-c", _CLOUD_INIT_WAIT], timeout=timeout)
     except AgentError as exc:
-        raise AgentError(f"{exc}; cloud-init did not finish: see `virsh console "
-                         f"{dom.name()}` and /var/log/cloud-init.log in the guest") from None
+        raise AgentError(f"{exc}; cloud-init did not finish: see /var/log/cloud-init.log "
+                         "in the guest") from None
     if code == 127:
         raise AgentError(f"{dom.name()}: the image has no cloud-init, so its seed (network, "
                          "channels, agent) cannot be applied; use an image with cloud-init")

@@ -71,6 +71,15 @@ def driver_name(backend: str) -> str:
     return "vhost" if backend == "vhost-net" else "qemu"
 
 
+CONSOLE_LOG_DIR = "/var/log/libvirt/qemu"  # libvirt's own log directory for QEMU
+
+
+def console_log(domain: str) -> str:
+    """Where the guest's serial console is written (by virtlogd, replaced at each start):
+    what a guest that never answered printed, there to read after the fact."""
+    return f"{CONSOLE_LOG_DIR}/{domain}.console.log"
+
+
 def domain_xml(*, nics: list[dict[str, Any]], backend: str, **context: Any) -> str:
     """The libvirt domain XML of one lab VM.
 
@@ -88,5 +97,6 @@ def domain_xml(*, nics: list[dict[str, Any]], backend: str, **context: Any) -> s
         backend=backend,
         driver_name=driver_name(backend),
         owner_ns=OWNER_NS,
+        console_log=console_log(context["name"]),
         **context,
     )
