@@ -80,6 +80,7 @@ bench: host image
 	$(BIN)/python benchmarks/bench_plan.py
 	$(BIN)/python benchmarks/bench_up.py
 	$(BIN)/python benchmarks/bench_guest_boot.py
+	$(BIN)/python benchmarks/bench_cli.py --demo
 
 clean-lab: venv
 	$(BIN)/provision down $(LAB)
