@@ -17,7 +17,6 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
-from xml.sax.saxutils import escape
 
 import libvirt
 
@@ -112,8 +111,7 @@ def ensure_pool(conn: libvirt.virConnect, want: DesiredPool) -> libvirt.virStora
     try:
         pool = conn.storagePoolLookupByName(want.name)
     except libvirt.libvirtError:
-        xml = (f"<pool type='dir'><name>{escape(want.name)}</name><target>"
-               f"<path>{escape(want.path)}</path></target></pool>")
+        xml = _pool_xml(want)
         pool = _call(want.name, "define", lambda: conn.storagePoolDefineXML(xml, 0))
     if not pool.isActive():
         _call(want.name, "start", lambda: pool.create(0))
@@ -137,9 +135,7 @@ def create_volume(conn: libvirt.virConnect, pool_name_: str, want: DesiredVolume
         xml = _overlay_xml(want)
         _call(pool_name_, f"create {want.name}", lambda: pool.createXML(xml, 0))
         return
-    xml = (f"<volume><name>{escape(want.name)}</name><capacity unit='bytes'>"
-           f"{len(want.content)}</capacity><target><format type='raw'/>"
-           "<permissions><mode>0644</mode></permissions></target></volume>")
+    xml = _seed_xml(want)
     vol = _call(pool_name_, f"create {want.name}", lambda: pool.createXML(xml, 0))
     stream = conn.newStream(0)
     try:
@@ -152,14 +148,35 @@ def create_volume(conn: libvirt.virConnect, pool_name_: str, want: DesiredVolume
                              f"{exc.get_error_message()}") from None
 
 
+def _el(tag: str, *children: ET.Element, text: str | None = None, **attrs: str) -> ET.Element:
+    element = ET.Element(tag, attrs)
+    element.text = text
+    element.extend(children)
+    return element
+
+
+def _pool_xml(want: DesiredPool) -> str:
+    pool = _el("pool", _el("name", text=want.name),
+               _el("target", _el("path", text=want.path)), type="dir")  # fmt: skip
+    return ET.tostring(pool, encoding="unicode")
+
+
+def _seed_xml(want: DesiredVolume) -> str:
+    volume = _el("volume", _el("name", text=want.name),
+                 _el("capacity", text=str(len(want.content)), unit="bytes"),
+                 _el("target", _el("format", type="raw"),
+                     _el("permissions", _el("mode", text="0644"))))  # fmt: skip
+    return ET.tostring(volume, encoding="unicode")
+
+
 def _overlay_xml(want: DesiredVolume) -> str:
-    return (
-        f"<volume><name>{escape(want.name)}</name>"
-        f"<capacity unit='bytes'>{want.capacity}</capacity>"
-        "<target><format type='qcow2'/><permissions><mode>0600</mode></permissions></target>"
-        f"<backingStore><path>{escape(want.backing or '')}</path>"
-        f"<format type='{escape(want.backing_format or 'qcow2')}'/></backingStore></volume>"
-    )
+    volume = _el("volume", _el("name", text=want.name),
+                 _el("capacity", text=str(want.capacity), unit="bytes"),
+                 _el("target", _el("format", type="qcow2"),
+                     _el("permissions", _el("mode", text="0600"))),
+                 _el("backingStore", _el("path", text=want.backing or ""),
+                     _el("format", type=want.backing_format or "qcow2")))  # fmt: skip
+    return ET.tostring(volume, encoding="unicode")
 
 
 def delete_volume(conn: libvirt.virConnect, pool_name_: str, name: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import unicodedata
 import warnings
@@ -42,6 +43,10 @@ def _flush_warnings(show: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _warn
+    # The lab uses no pydantic plugin: without this, pydantic's first model scans every
+    # installed distribution's entry points for one (~5 ms a command). importlib.metadata
+    # is imported all the same (pydantic.plugin._loader does so at its top).
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     words = list(sys.argv[1:] if argv is None else argv)
     args: argparse.Namespace | None = None
     try:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from provision.engine import locks
 from provision.errors import HostError, OperationError, ProvisionError, SpecError
+from provision.host.statedir import inside_hypervisor
 from provision.hypervisors import daemons, inventory, network, spaces, ssh
 from provision.hypervisors.plan import (
     STATE_ROOT,
@@ -106,7 +107,7 @@ def _check_machine(tools: bool = True) -> None:
     """HostError (exit 4) unless this is the machine itself, as root, with the tools."""
     if os.geteuid() != 0:
         raise HostError("`provision hosts` creates namespaces, mounts and links: run it as root")
-    inside = daemons.inside_hypervisor()
+    inside = inside_hypervisor()
     if inside:
         raise HostError(f"this is namespace hypervisor {inside}; run `provision hosts` on "
                         "the machine that holds it")  # fmt: skip

@@ -142,11 +142,3 @@ def daemon_status(host: Hypervisor) -> dict[str, bool]:
         "libvirtd": libvirtd_answers(run / "libvirt" / "libvirt-sock"),
         "sshd": sshd_answers(host),
     }
-
-
-def inside_hypervisor() -> str | None:
-    """The hypervisor this process runs in (`inside.py` leaves its name in the private
-    /run), None on the machine itself."""
-    with contextlib.suppress(OSError):
-        return Path("/run/virtio-lab/hypervisor").read_text().strip() or None
-    return None

@@ -34,10 +34,9 @@ from provision.host.plan import DAEMON_ORDER, HostAction, HostPlan
 from provision.host.prepare import _run, apply_host_plan
 from provision.host.probe import daemon_running
 from provision.host.ready import wait_for_daemons
+from provision.host.statedir import HYPERVISOR_MARKER
 from provision.hypervisors import spaces, ssh
 from provision.hypervisors.plan import MGMT_IFNAME, UNDERLAY_IFNAME, Hypervisor, parse_name
-
-MARKER = Path("/run/virtio-lab/hypervisor")  # tells `provision hosts` it runs inside one
 
 
 def check_inside(host: Hypervisor) -> None:
@@ -142,7 +141,7 @@ def run(host: Hypervisor) -> dict[str, object]:
         log.append("mounted its own sysfs")
     socket.sethostname(host.name)
     step("addresses", lambda: address_links(host))
-    MARKER.write_text(host.name + "\n")
+    HYPERVISOR_MARKER.write_text(host.name + "\n")  # tells `provision hosts` it runs here
     step("daemons", lambda: start_daemons(log))
     if not sshd_running():
         step("sshd", lambda: _run(ssh.sshd_argv(host), timeout=30))

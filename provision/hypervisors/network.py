@@ -16,10 +16,7 @@ import socket
 import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING, Any
 
 from provision.errors import HostError, OperationError
 from provision.hypervisors.plan import (
@@ -36,11 +33,18 @@ from provision.hypervisors.plan import (
     route_conflicts,
 )
 
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
 BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 
 
 @contextlib.contextmanager
 def _ipr() -> Iterator[IPRoute]:
+    """pyroute2, imported on first use: importing this package must not cost its ~130 ms,
+    since `host.statedir` asks ``daemons`` on every `up` whether it runs in a hypervisor."""
+    from pyroute2 import IPRoute
+
     with IPRoute() as ipr:
         yield ipr
 
@@ -82,6 +86,8 @@ def check_conflicts(hosts: Iterable[Hypervisor]) -> None:
 
 def _create(ipr: IPRoute, ifname: str, **kind: Any) -> int:
     """Create a link and tag it at once (the kernel ignores an alias given on creation)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     ipr.link("add", ifname=ifname, **kind)
     index = ipr.link_lookup(ifname=ifname)[0]
     try:
@@ -110,6 +116,8 @@ def ensure_bridges() -> None:
 def plug(host: Hypervisor, init_pid: int) -> None:
     """Two veth pairs from the bridges into the hypervisor's network namespace, where their
     ends are called mgmt0 and underlay0 (`inside.py` addresses them)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     unplug(host)
     with _ipr() as ipr:
         bridges = _links(ipr)
@@ -143,6 +151,8 @@ def plugged(host: Hypervisor) -> bool:
 
 def unplug(host: Hypervisor) -> None:
     """Remove the hypervisor's veths (ours only) from the root namespace."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with _ipr() as ipr:
         links = _links(ipr)
         for name in (host.mgmt_veth, host.underlay_veth):
@@ -153,6 +163,8 @@ def unplug(host: Hypervisor) -> None:
 
 def remove_all() -> list[str]:
     """Remove every interface carrying our tag, veths before bridges; return their names."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     removed = []
     with _ipr() as ipr:
         owned = [(n, i) for n, (i, a) in _links(ipr).items() if a == OWNER_TAG]

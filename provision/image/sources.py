@@ -23,8 +23,6 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -112,6 +110,11 @@ def _open_source(spec: DiskImageSpec, key: str) -> Iterator[tuple[IO[bytes], int
         with _open_file(spec.path, f"{key}.path") as fh:
             yield fh, os.fstat(fh.fileno()).st_size
         return
+    # Here, not at the top: urllib.request loads http.client and ssl (~8 ms), which every
+    # `plan` and `up` would pay for the images they find in the cache.
+    import urllib.error
+    import urllib.request
+
     url = spec.url or ""
     try:
         resp = urllib.request.urlopen(url, timeout=URL_TIMEOUT_S)

@@ -55,6 +55,16 @@ def test_the_engine_imports_pyroute2_and_pycdlib_only_when_used() -> None:
     assert _imported(code, ("pyroute2", "pycdlib")) == []
 
 
+def test_reading_links_and_the_state_directory_import_no_pyroute2() -> None:
+    """plan, up, verify and status read the taps (``backends.netlink``) and the state
+    directory; only writing a link imports pyroute2, and with it asyncio (~130 ms)."""
+    code = ("import provision.engine.lab, provision.hypervisors\n"
+            "from provision.backends import taps\n"
+            "from provision.host.statedir import state_dir\n"
+            "taps.observe_taps('demo', ['lo']), taps.observe_tap('lo'), state_dir('records')")
+    assert _imported(code, ("pyroute2", "asyncio")) == []
+
+
 def _commands(parser: argparse.ArgumentParser, words: str = "") -> Iterator[tuple[str, Any]]:
     func = parser.get_default("func")
     if func is not None:

@@ -252,13 +252,13 @@ def test_a_record_that_cannot_be_written_is_a_warning(tmp_path: Path,
 def test_a_namespace_hypervisor_keeps_records_in_its_state_directory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from provision.hypervisors import daemons
+    from provision.host import statedir
     monkeypatch.delenv(record_store.RECORDDIR_ENV, raising=False)
-    monkeypatch.setattr(daemons, "inside_hypervisor", lambda: "hv2")
+    monkeypatch.setattr(statedir, "inside_hypervisor", lambda: "hv2")
     assert record_store.record_dir() == Path("/var/lib/virtio-lab/hypervisors/hv2/records")
-    monkeypatch.setattr(daemons, "inside_hypervisor", lambda: "../../etc")
+    monkeypatch.setattr(statedir, "inside_hypervisor", lambda: "../../etc")
     assert record_store.record_dir() == Path(record_store.DEFAULT_RECORDDIR)
-    monkeypatch.setattr(daemons, "inside_hypervisor", lambda: None)
+    monkeypatch.setattr(statedir, "inside_hypervisor", lambda: None)
     assert record_store.record_dir() == Path(record_store.DEFAULT_RECORDDIR)
 
 
