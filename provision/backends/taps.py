@@ -33,8 +33,8 @@ def _iproute() -> Any:
 
 
 def _observed(link: netlink.Link, tun: netlink.Tun) -> ObservedTap:
-    if tun.multi_queue:
-        attached = (tun.num_queues or 0) - (tun.num_disabled_queues or 0)
+    if tun.multi_queue:  # NUM_QUEUES counts the enabled queues, DISABLED the others held
+        attached = (tun.num_queues or 0) + (tun.num_disabled_queues or 0)
     else:  # the kernel reports no queue count for a single-queue tap: carrier means attached
         attached = 1 if link.carrier else 0
     return ObservedTap(

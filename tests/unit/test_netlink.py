@@ -117,6 +117,8 @@ def test_a_multi_queue_tap_counts_its_attached_queues() -> None:
             assert link is not None and link.tun is not None
             assert (link.tun.num_queues, link.tun.num_disabled_queues) == (2, 1)
             assert our_view(link) == pyroute2_view(name)
+            # QEMU still holds all three: the tap is as attached as before
+            assert taps.observe_taps(LAB)[name].queues_attached == 3
         finally:
             for fd in fds:
                 os.close(fd)
