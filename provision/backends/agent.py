@@ -173,7 +173,8 @@ def guest_exec(
     command = " ".join([path, *args]).split()  # a script's lines folded, then shortened
     shown = " ".join(command)
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
-    raise AgentError(f"{dom.name()}: `{shown}` did not finish in {timeout:.0f} s")
+    raise AgentError(f"{dom.name()}: `{shown}` did not finish in {timeout:.0f} s; "
+                     f"{console_hint(dom.name())}")
 
 
 def parse_nic_report(text: str) -> dict[str, ObservedGuestNic]:
