@@ -237,9 +237,10 @@ def snmp(text: str) -> dict[str, dict[str, int]]:
 
 
 def ping_counts(text: str) -> tuple[int, int]:
-    """(transmitted, received) from ping's summary line; (0, 0) when absent."""
-    m = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", text)
-    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    """(transmitted, received) summed over ping's summary lines (one per round of probes);
+    (0, 0) when there is none."""
+    found = re.findall(r"(\d+) packets transmitted, (\d+) (?:packets )?received", text)
+    return sum(int(s) for s, _ in found), sum(int(r) for _, r in found)
 
 
 def iperf_summary(text: str) -> dict[str, Any]:

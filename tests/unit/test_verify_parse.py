@@ -121,6 +121,9 @@ def test_ping_counts() -> None:
     assert parse.ping_counts(sample("ping-reply.txt")) == (2, 2)
     assert parse.ping_counts(sample("ping-silent.txt")) == (2, 0)
     assert parse.ping_counts("ping: sendto: Network unreachable") == (0, 0)
+    # a reach ping's rounds: a silent one, then one answered
+    rounds = sample("ping-silent.txt") + sample("ping-reply.txt")
+    assert parse.ping_counts(rounds) == (4, 2)
 
 
 def test_iperf_summary_success_error_and_garbage() -> None:
