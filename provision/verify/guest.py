@@ -166,6 +166,13 @@ class Ping:
         return 56
 
 
+def _ping_script_limit(pings: int) -> float:
+    """How long one guest's pings may take in all: every round of a reach ping, plus time
+    to start them. Each ping is two processes (a subshell and ping); a one-vCPU TCG guest
+    among 32 on two cores was measured to need over 30 s for 16 pings."""
+    return REACH_DEADLINE_S * REACH_ROUNDS + 30 + 2 * pings
+
+
 def ping_from(dom: libvirt.virDomain | None, view: GuestView,
               pings: list[Ping]) -> dict[Ping, tuple[int, int, str] | str]:
     """Run one VM's pings at once; per ping (sent, received, output) or why it did not run."""
@@ -182,7 +189,8 @@ def ping_from(dom: libvirt.virDomain | None, view: GuestView,
     if not runnable:
         return out
     try:
-        _code, text, err = run_sh(dom, _PING_ALL, [arg for _p, arg in runnable], timeout=30)
+        _code, text, err = run_sh(dom, _PING_ALL, [arg for _p, arg in runnable],
+                                  timeout=_ping_script_limit(len(runnable)))
     except agent.AgentError as exc:
         return {**out, **{p: str(exc) for p, _ in runnable}}
     blocks = parse.sections(text)
