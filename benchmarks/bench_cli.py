@@ -144,6 +144,13 @@ def verify_once(cli: Cli, lab: Path, report: Path) -> tuple[float, bool, dict[st
         raise CliError(f"provision verify {lab}: exit {proc.returncode}, no report: "
                        f"{proc.stderr.strip()[-300:]}")
     data = json.loads(report.read_text())
+    if not data["passed"]:  # keep the evidence: the next run overwrites the report
+        kept = report.with_suffix(f".failed-{int(time.time())}.json")
+        kept.write_text(report.read_text())
+        failed = [f"{c['name']} {c['target']}: {c['detail'][:160]}" for c in data["checks"]
+                  if c["status"] == "fail"]
+        print(f"verify {lab.name} failed {len(failed)} check(s), report kept in {kept}:",
+              *failed[:5], sep="\n  ", file=sys.stderr)
     return seconds, bool(data["passed"]), data["counts"]
 
 
@@ -332,6 +339,8 @@ def main() -> int:
             sys.stdout.flush()
             print(f"bench_cli: a `down` failed: lab files kept in {args.workdir}",
                   file=sys.stderr)
+        elif any(args.workdir.glob("*.failed-*.json")):
+            print(f"bench_cli: failed verify reports kept in {args.workdir}", file=sys.stderr)
         else:
             shutil.rmtree(args.workdir, ignore_errors=True)
     rows = ([result["demo"]] if args.demo else []) + result["sizes"]
