@@ -1,5 +1,5 @@
-"""Rendering: domain XML from the Jinja templates in ``templates/``. Pure, no I/O but reading
-the templates.
+"""Rendering: domain XML from the Jinja templates the package ships (``templates/`` in the
+repository). Pure, no I/O but reading the templates.
 
 The environment escapes every value (autoescape) and fails on any undefined variable
 (StrictUndefined), so a spec value can never inject XML and a template typo never renders an
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,15 @@ TEMPLATES_ENV = "VIRTIO_LAB_TEMPLATES"
 
 
 def templates_dir() -> Path:
-    """``templates/`` at the repository root, or $VIRTIO_LAB_TEMPLATES."""
+    """$VIRTIO_LAB_TEMPLATES, else the package's ``provision/templates``: in a checkout a
+    symlink to the top-level ``templates/``, in an installed wheel a copy of it (package data,
+    see pyproject.toml)."""
     override = os.environ.get(TEMPLATES_ENV)
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "templates"
+    if override:
+        return Path(override)
+    # pip installs a wheel unpacked and the editable install maps the checkout, so the
+    # package is a directory on disk and Jinja's FileSystemLoader can read it.
+    return Path(str(resources.files("provision").joinpath("templates"))).resolve()
 
 
 @cache
