@@ -10,7 +10,7 @@ BOOTSTRAP_PKGS := libvirt-dev pkg-config gcc python3-dev python3-venv
 
 .PHONY: demo demo-multihost demo-multihost-down test venv host image image-debian lint unit \
 	integration fuzz \
-	bench clean-lab
+	bench clean-lab schema
 
 demo: host image
 	$(BIN)/provision up $(LAB)
@@ -66,6 +66,11 @@ lint: venv
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
+
+# The lab file's JSON Schema that inventory/*.yml name for editors, regenerated from the spec
+# models after a change to them (tests/unit/test_schema.py fails until it is).
+schema: venv
+	$(BIN)/provision schema --output schema/lab.schema.json
 
 integration: host image
 	$(BIN)/pytest -v -rs tests/integration

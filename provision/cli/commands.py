@@ -332,17 +332,37 @@ def verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def schema(args: argparse.Namespace) -> int:
+    from provision.core.schema import schema_json
+
+    text = schema_json()  # JSON whatever the flags: there is no other form
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    check_output_path("--output", args.output)
+    try:
+        Path(args.output).write_text(text)
+    except OSError as exc:
+        raise OperationError(f"--output: cannot write {args.output}: "
+                             f"{exc.strerror or exc}") from None
+    return 0
+
+
+OUTPUT_EXAMPLES = {"--json": "report.json", "--junit": "junit.xml", "--output": "lab.schema.json"}
+
+
 def check_output_path(flag: str, path: str) -> None:
     """SpecError (exit 3) naming ``flag`` unless ``path`` can be written as a file: its
     directory exists and is writable, and it is not itself a directory."""
     target = Path(path)
     parent = target.parent
     if not path:
-        raise SpecError(flag, "the file name is empty; name a file, e.g. report.json")
+        raise SpecError(flag, "the file name is empty; name a file, e.g. "
+                        f"{OUTPUT_EXAMPLES.get(flag, 'report.json')}")
     if "\0" in path:
         raise SpecError(flag, "the file name contains a NUL character")
     if target.is_dir():
-        example = target / ("junit.xml" if flag == "--junit" else "report.json")
+        example = target / OUTPUT_EXAMPLES.get(flag, "report.json")
         raise SpecError(flag, f"{path} is a directory; name a file in it, e.g. {example}")
     if not parent.is_dir():
         raise SpecError(flag, f"cannot write {path}: directory {parent} does not exist; "

@@ -167,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_host_commands(sub)
     _add_lab_commands(sub)
     _add_hosts_commands(sub)
+    p = sub.add_parser("schema", help="print the lab file's JSON Schema, for editors")
+    p.add_argument("--output", metavar="FILE",
+                   help="write it to FILE instead, e.g. schema/lab.schema.json")
+    p.add_argument("--json", action="store_true", help="accepted: the output is JSON anyway")
+    p.set_defaults(func=_commands("schema"))
     return parser
 
 

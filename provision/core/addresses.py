@@ -7,6 +7,7 @@ import ipaddress
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
+from pydantic.json_schema import WithJsonSchema
 
 from provision.core.yamlfile import yaml_value
 from provision.errors import shown
@@ -63,5 +64,16 @@ def _host_of_prefix(iface: ipaddress.IPv4Interface) -> ipaddress.IPv4Interface:
     return iface
 
 
+# For the schema: an IPv4 address, '/', a prefix length from 8 to 31 (leading zeros allowed,
+# as ipaddress allows them) or a dotted netmask; guest_address checks the rest (_NOT_A_HOST,
+# the network and broadcast addresses, the netmask's length).
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED = rf"{_OCTET}(\.{_OCTET}){{3}}"
+GUEST_ADDRESS_PATTERN = rf"^{_DOTTED}/(0*([89]|[12][0-9]|3[01])|{_DOTTED})$"
+
 # An address configured inside the guest (nics[].ip, trunks[].ip)
-GuestAddress = Annotated[ipaddress.IPv4Interface, BeforeValidator(guest_address)]
+GuestAddress = Annotated[ipaddress.IPv4Interface, BeforeValidator(guest_address), WithJsonSchema({
+    "type": "string", "pattern": GUEST_ADDRESS_PATTERN,
+    "patternErrorMessage": "an IPv4 address with its prefix length (/8 to /31), such as "
+    "10.9.0.5/24",
+})]

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    ConfigDict,
     Discriminator,
     Field,
     StrictStr,
@@ -28,6 +29,7 @@ from pydantic import (
 )
 
 from provision.core.spec_errors import PathError, Strict
+from provision.core.spec_schema import also, one_of, rules
 from provision.errors import shown
 
 # Images virtio-lab builds itself (`provision image build NAME`); tiny boots a kernel
@@ -45,10 +47,29 @@ SSH_KEY_RE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|
 class DiskImageSpec(Strict):
     """A disk image by path or URL, pinned by its sha256."""
 
-    path: StrictStr | None = None  # an image file on this host (copied into the cache once)
-    url: StrictStr | None = None  # http(s) or file URL (downloaded into the cache once)
-    sha256: StrictStr  # of the file's bytes: what the lab ran, checked before any use
-    format: Literal["qcow2", "raw"] = "qcow2"  # never probed: a raw file may look like qcow2
+    model_config = ConfigDict(json_schema_extra=rules(one_of("path", "url")))  # _one_source
+
+    path: StrictStr | None = Field(
+        default=None, examples=["/srv/images/noble.qcow2"],
+        json_schema_extra=also(pattern=r"^/[^\x00]*$",
+                               patternErrorMessage="an absolute path, such as /srv/x.qcow2"),
+        description="An image file on this host, by absolute path (copied into the image "
+        "cache once); exclusive with url.")
+    url: StrictStr | None = Field(
+        default=None,
+        examples=["https://cloud.debian.org/images/cloud/bookworm/latest/"
+                  "debian-12-genericcloud-amd64.qcow2"],
+        description="An http, https or file URL of the image (downloaded into the image cache "
+        "once); exclusive with path.")
+    sha256: StrictStr = Field(
+        json_schema_extra=also(pattern="^[0-9a-fA-F]{64}$",
+                               patternErrorMessage="the 64 hex digits `sha256sum FILE` prints"),
+        description="The sha256 of the image file's bytes, as `sha256sum` prints it: checked "
+        "before any use, and what the lab's record names.")
+    format: Literal["qcow2", "raw"] = Field(
+        default="qcow2",
+        description="The image's format: qcow2 or raw. Never probed (a raw image may look "
+        "like qcow2).")
 
     @field_validator("sha256")
     @classmethod
@@ -132,8 +153,19 @@ class CloudInitSpec(Strict):
     """What a disk image's NoCloud seed adds to what virtio-lab writes (hostname, network,
     channels, agent): keys for the default user, and more #cloud-config."""
 
-    ssh_authorized_keys: tuple[StrictStr, ...] = ()
-    user_data: dict[StrictStr, Any] = Field(default_factory=dict)
+    ssh_authorized_keys: tuple[StrictStr, ...] = Field(
+        default=(),
+        examples=[["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBxVb2qTQp0cK1tZ you@laptop"]],
+        json_schema_extra=also(items={
+            "type": "string", "pattern": SSH_KEY_RE.pattern,
+            "patternErrorMessage": "an OpenSSH public key line, such as the content of "
+            "~/.ssh/id_ed25519.pub"}),
+        description="OpenSSH public key lines for the image's default user.")
+    user_data: dict[StrictStr, Any] = Field(
+        default_factory=dict, examples=[{"packages": ["tcpdump"]}],
+        json_schema_extra={"default": {}},
+        description="More #cloud-config keys for the seed's user-data; a VM's keys win over "
+        "the lab's.")
 
     @field_validator("ssh_authorized_keys")
     @classmethod

@@ -13,10 +13,11 @@ import hashlib
 import json
 import re
 import warnings
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     StrictInt,
     StrictStr,
@@ -24,12 +25,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import WithJsonSchema
 
 from provision.core.addresses import GuestAddress
 from provision.core.imagespec import CloudInitSpec, ImageSpec, check_image_value, is_disk
 from provision.core.owner import nic_mac, tap_name
 from provision.core.spec_errors import PathError as _PathError
 from provision.core.spec_errors import Strict, spec_error
+from provision.core.spec_schema import VLAN_ID, also, not_both, rules, value_schema
 from provision.core.switchspec import (
     BridgeSpec,
     TunnelSpec,
@@ -48,27 +51,79 @@ MAX_QUEUES = 256  # a Linux tap has at most 256 queues
 # x86 has about 200 usable interrupt vectors per CPU; a virtio-net NIC asks 2N+2 MSI-X vectors.
 VECTORS_PER_VCPU = 200
 
+# For the schema, what NicSpec's validators check: a unicast MAC, not all-zero, in any case
+# (_mac); the ring sizes QEMU takes (_rx, _tx).
+MacText = Annotated[StrictStr, WithJsonSchema({
+    "type": "string",
+    "pattern": r"^(?!00:00:00:00:00:00)[0-9a-fA-F][02468aceACE](:[0-9a-fA-F]{2}){5}$",
+    "patternErrorMessage": "a unicast MAC address such as 52:54:00:12:34:56, not all-zero",
+})]
+RxRing = Annotated[StrictInt, WithJsonSchema({"type": "integer", "enum": list(RING_SIZES)})]
+TxRing = Annotated[StrictInt, WithJsonSchema({"type": "integer", "enum": [256]})]
+
+
+def _trunks_schema(schema: dict[str, Any]) -> None:
+    """``trunks``: a VLAN ID is shorthand for ``{vlan: N}`` (``_trunk_numbers``); at least one,
+    none twice (``_trunks``)."""
+    array = value_schema(schema)
+    array["items"] = {"anyOf": [VLAN_ID, array["items"]]}
+    array.update(minItems=1, uniqueItems=True)
+
 
 class TrunkVlan(Strict):
     """A VLAN a trunk NIC carries; with ``ip``, the guest gets a VLAN interface with it."""
 
-    vlan: StrictInt = Field(ge=1, le=4094)  # one of OVS Port.trunks; the guest's 802.1Q VID
-    ip: GuestAddress | None = None  # address of the guest's VLAN interface
+    vlan: StrictInt = Field(
+        ge=1, le=4094,
+        description="A VLAN ID the port carries (OVS Port.trunks): with ip, the 802.1Q VID of "
+        "the guest's VLAN interface <nic>.<vlan>.")
+    ip: GuestAddress | None = Field(
+        default=None, examples=["10.0.30.1/24"],
+        description="Address (with its prefix length) of the guest's VLAN interface for this "
+        "VLAN; without it the guest gets no interface for the VLAN.")
 
 
 class NicSpec(Strict):
     """One virtio-net NIC, plugged into an OVS bridge of the lab through a tap."""
 
-    bridge: StrictStr  # name of a bridge in lab.bridges
-    vlan: StrictInt | None = Field(default=None, ge=1, le=4094)  # OVS Port.tag (access port)
-    # OVS Port.trunks; exclusive with vlan. Plain numbers or {vlan, ip} (a guest VLAN interface)
-    trunks: tuple[TrunkVlan, ...] | None = None
-    # <driver queues>; default vcpus
-    queues: StrictInt | None = Field(default=None, ge=1, le=MAX_QUEUES)
-    ip: GuestAddress | None = None  # address configured inside the guest
-    mac: StrictStr | None = None  # <mac address>; default derived from lab/vm/nic
-    rx_queue_size: StrictInt | None = None  # <driver rx_queue_size>
-    tx_queue_size: StrictInt | None = None  # <driver tx_queue_size>
+    model_config = ConfigDict(json_schema_extra=rules(
+        not_both("vlan", "trunks"), not_both("trunks", "ip"),  # _vlan_xor_trunks
+    ))
+
+    bridge: StrictStr = Field(
+        examples=["br-demo"], description="The name of a bridge in lab.bridges; the NIC's "
+        "tap is a port of it.")
+    vlan: StrictInt | None = Field(
+        default=None, ge=1, le=4094,
+        description="Access port: the VLAN ID of the NIC's port (OVS Port.tag); exclusive "
+        "with trunks. With neither, the port has no tag and no trunks (OVS passes every VLAN "
+        "and untagged frames).")
+    trunks: tuple[TrunkVlan, ...] | None = Field(
+        default=None, examples=[[30, {"vlan": 31, "ip": "10.0.31.1/24"}]],
+        json_schema_extra=_trunks_schema,
+        description="Trunk port: the VLANs it carries (OVS Port.trunks), each once, as a VLAN "
+        "ID or {vlan, ip} (a guest VLAN interface); exclusive with vlan, and the NIC then has "
+        "no ip of its own.")
+    queues: StrictInt | None = Field(
+        default=None, ge=1, le=MAX_QUEUES,
+        description="Queue pairs (libvirt <driver queues>), at most the VM's vcpus; default: "
+        "the VM's vcpus.")
+    ip: GuestAddress | None = Field(
+        default=None, examples=["10.9.0.5/24"],
+        description="Address with its prefix length (/8 to /31), configured inside the guest; "
+        "not on a trunk NIC.")
+    mac: MacText | None = Field(
+        default=None, examples=["52:54:00:12:34:56"],
+        description="Unicast MAC (libvirt <mac address>), in quotes; default: derived from "
+        "the lab, VM and NIC, stable across runs.")
+    rx_queue_size: RxRing | None = Field(
+        default=None,
+        description="RX ring size (libvirt <driver rx_queue_size>): 256, 512 or 1024; "
+        "default: QEMU's (256).")
+    tx_queue_size: TxRing | None = Field(
+        default=None,
+        description="TX ring size (libvirt <driver tx_queue_size>): only 256, as QEMU allows "
+        "more only for vhost-user; default: QEMU's (256).")
 
     @field_validator("trunks", mode="before")
     @classmethod
@@ -143,14 +198,42 @@ class NicSpec(Strict):
 class VmSpec(Strict):
     """One guest: a libvirt domain named ``<lab>-<vm>``."""
 
-    name: StrictStr = Field(pattern=VM_NAME)  # the domain is named <lab>-<name>
-    vcpus: StrictInt = Field(default=1, ge=1, le=255)  # <vcpu>
-    memory_mib: StrictInt = Field(default=256, ge=128, le=1048576)  # <memory unit='MiB'>
-    # tiny (the embedded guest), debian (built by virtio-lab), or {path|url, sha256}
-    image: ImageSpec = "tiny"
-    cloud_init: CloudInitSpec | None = None  # seed extras for a disk image, over the lab's
-    host: StrictStr = "localhost"  # the inventory host that runs the VM
-    nics: tuple[NicSpec, ...] = ()
+    model_config = ConfigDict(json_schema_extra=rules(
+        # _seed_needs_disk: tiny, the default image, has no cloud-init
+        {"if": {"anyOf": [{"not": {"required": ["image"]}},
+                          {"properties": {"image": {"const": "tiny"}}}]},
+         "then": {"properties": {"cloud_init": {"type": "null"}}}},
+    ))
+
+    name: StrictStr = Field(
+        pattern=VM_NAME, examples=["vm1"], json_schema_extra=also(
+            patternErrorMessage="a lowercase letter, then up to 31 lowercase letters, digits "
+            "or '-'"),
+        description="The VM's name: a lowercase letter, then up to 31 lowercase letters, "
+        "digits or '-'. Its libvirt domain is <lab>-<name>.")
+    vcpus: StrictInt = Field(
+        default=1, ge=1, le=255,
+        description="Virtual CPUs (libvirt <vcpu>); also each NIC's default queue count.")
+    memory_mib: StrictInt = Field(
+        default=256, ge=128, le=1048576,
+        description="Memory in MiB (libvirt <memory unit='MiB'>); a cloud image wants 512 "
+        "or more.")
+    image: ImageSpec = Field(
+        default="tiny", examples=["tiny", "debian", {"path": "/srv/images/noble.qcow2",
+                                                     "sha256": "5f0e" + "0" * 60}],
+        description="What the VM boots: tiny (the embedded guest, direct kernel boot), debian "
+        "(the disk image `provision image build debian` makes), or your own disk image "
+        "{path|url, sha256, format}.")
+    cloud_init: CloudInitSpec | None = Field(
+        default=None,
+        description="Extras for this VM's cloud-init seed, added to the lab's cloud_init; "
+        "only for a disk image (not tiny).")
+    host: StrictStr = Field(
+        default="localhost", examples=["localhost", "hv1"],
+        description="The inventory host (all.hosts, or a host of a group below all.children) "
+        "that runs the VM.")
+    nics: tuple[NicSpec, ...] = Field(
+        default=(), description="The VM's virtio-net NICs, eth0, eth1, ... in the guest.")
 
     @field_validator("image", mode="before")
     @classmethod
@@ -185,16 +268,45 @@ class VmSpec(Strict):
         return self
 
 
+def _deprecated_datapath(schema: dict[str, Any]) -> None:
+    """``datapath``: the deprecated name of ``backend``, read with a warning; not both."""
+    backend = schema["properties"]["backend"]
+    schema["properties"]["datapath"] = {
+        "enum": backend["enum"], "type": "string", "deprecated": True,
+        "description": "Deprecated: the old name of backend; rename it to backend.",
+        "deprecationMessage": "datapath is the old name of backend: rename it to backend",
+    }
+    rules({"not": {"type": "object", "required": ["datapath", "backend"]}})(schema)
+
+
 class Lab(Strict):
     """A lab: bridges and VMs, every object tagged as owned by ``name``."""
 
-    name: StrictStr = Field(pattern=LAB_NAME)  # prefixes every owned object
-    backend: Literal["auto", "vhost-net", "userspace"] = "auto"  # virtio backend in the host
-    bridges: tuple[BridgeSpec, ...] = Field(min_length=1)
-    vms: tuple[VmSpec, ...] = ()
-    tunnels: TunnelSpec = TunnelSpec()
-    # seed extras for every VM that boots a disk image (a VM's own cloud_init adds to them)
-    cloud_init: CloudInitSpec | None = None
+    model_config = ConfigDict(json_schema_extra=_deprecated_datapath)
+
+    name: StrictStr = Field(
+        pattern=LAB_NAME, examples=["demo"], json_schema_extra=also(
+            patternErrorMessage="a lowercase letter, then up to 11 lowercase letters or "
+            "digits; no '-'"),
+        description="The lab's name, which prefixes every object it owns: a lowercase letter, "
+        "then up to 11 lowercase letters or digits (no '-').")
+    backend: Literal["auto", "vhost-net", "userspace"] = Field(
+        default="auto",
+        description="The virtio backend in the host: vhost-net (the kernel's), userspace "
+        "(QEMU's), or auto (vhost-net where the host has it). Formerly datapath.")
+    bridges: tuple[BridgeSpec, ...] = Field(
+        min_length=1, examples=[[{"name": "br-demo"}]],
+        description="The lab's OVS bridges, at least one, names unique.")
+    vms: tuple[VmSpec, ...] = Field(
+        default=(), description="The lab's VMs, names unique.")
+    tunnels: TunnelSpec = Field(
+        default=TunnelSpec(),
+        description="How a bridge's copies on several hypervisors are joined: used when a "
+        "bridge has VMs on more than one inventory host.")
+    cloud_init: CloudInitSpec | None = Field(
+        default=None,
+        description="Extras for the cloud-init seed of every VM that boots a disk image (a "
+        "VM's own cloud_init adds to them).")
 
     @field_validator("name", mode="before")
     @classmethod

@@ -20,7 +20,7 @@ from provision.errors import HostError, OperationError
 from .helpers import lab, lab_data
 
 SUBCOMMANDS = ("host check", "host prepare", "image build", "render", "plan", "up", "status",
-               "down", "verify", "record")
+               "down", "verify", "record", "schema")
 LAB_COMMANDS = ("render", "plan", "up", "status", "down", "verify", "record")
 
 
