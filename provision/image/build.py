@@ -81,6 +81,14 @@ GUEST_KERNEL = "host"
 #                      images) boot with it for this reason.
 BASE_CMDLINE = ("console=ttyS0 quiet tsc=reliable cryptomgr.notests rodata=off init_on_alloc=0"
                 " no_timer_check")
+# tiny's own, on top (the debian image shares BASE_CMDLINE and keeps it as it is):
+#   acpi=noirq         PCI INTx routing from the BIOS's $PIR table instead of ACPI's link
+#                      devices.  Seen with initcall_debug: under TCG each virtio-pci probe
+#                      spent ~0.35 s evaluating \_SB_.LNKx ("ACPI: \_SB_.LNKB: Enabled at
+#                      IRQ 10"), 0.72 s of virtio_pci's insmod for the NIC and the serial
+#                      port; with it, loading all the modules took 0.30 s instead of 1.23 s.
+#                      The virtio devices use MSI-X; power-off still works (ACPI stays on).
+TINY_CMDLINE = f"{BASE_CMDLINE} acpi=noirq"
 
 # Loaded in this order (each after its dependencies from modules.dep).
 GUEST_MODULES = ("virtio_pci", "virtio_console", "virtio_net")
@@ -106,7 +114,7 @@ class _Inputs:
     kernel_version: str
     kernel: Path
     kernel_package: dict[str, str]  # flavour; package, version and sha256 of a packaged one
-    cmdline: str  # BASE_CMDLINE plus lpj= for this host
+    cmdline: str  # TINY_CMDLINE plus lpj= for this host
     modules: tuple[Path, ...]  # host .ko files, in load order
     vlan_modules: tuple[Path, ...]  # loaded after `modules`, only when VLANs are used
     files: dict[str, Path]  # guest path -> host file (busybox, tools, libraries, loader)
@@ -199,19 +207,19 @@ def _gather_inputs(cache: Path, flavour: str, fetch: bool) -> _Inputs | None:
 
 
 def _kernel_cmdline(kernel_config: Path) -> str:
-    """BASE_CMDLINE plus `lpj=`: the guest's TSC ticks per jiffy, preset so that no CPU
+    """TINY_CMDLINE plus `lpj=`: the guest's TSC ticks per jiffy, preset so that no CPU
     calibrates its delay loop (0.23 s at boot under TCG).  Guests see the host's TSC rate
     (KVM and TCG alike), and x86 reports bogomips as twice the TSC rate in MHz."""
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
         config = kernel_config.read_text()
     except OSError:
-        return BASE_CMDLINE
+        return TINY_CMDLINE
     bogomips = re.search(r"^bogomips\s*:\s*([\d.]+)", cpuinfo, re.MULTILINE)
     hz = re.search(r"^CONFIG_HZ=(\d+)$", config, re.MULTILINE)
     if not bogomips or not hz:
-        return BASE_CMDLINE
-    return f"{BASE_CMDLINE} lpj={round(float(bogomips.group(1)) * 500_000 / int(hz.group(1)))}"
+        return TINY_CMDLINE
+    return f"{TINY_CMDLINE} lpj={round(float(bogomips.group(1)) * 500_000 / int(hz.group(1)))}"
 
 
 def find_kernel() -> tuple[str, Path]:
