@@ -9,6 +9,7 @@ init that only prints a line and powers off: QEMU start -> that line is what QEM
 firmware and the kernel cost on their own.
 
     python benchmarks/bench_guest_boot.py [--runs 5] [--machine pc] [--append FLAGS]
+        [--kernel cloud|host] [--cache-dir DIR]
 """
 
 from __future__ import annotations
@@ -232,12 +233,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--keep-console", type=Path, help="copy the last serial log here")
     parser.add_argument("--cache-dir", type=Path, help="image cache (default: provision's)")
+    parser.add_argument(
+        "--kernel",
+        default=image.GUEST_KERNEL,
+        help=f"guest kernel flavour (default {image.GUEST_KERNEL}; host: the host's own)",
+    )
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
-    img, built = image.build_image(cache_dir=args.cache_dir)
+    img, built = image.build_image(cache_dir=args.cache_dir, kernel=args.kernel)
     print(
         f"image {img.name} {img.content_hash[:16]}{' (built now)' if built else ''}, "
         f"kernel {img.kernel_version}; TCG, {args.machine}, -cpu {args.cpu}, "

@@ -18,12 +18,13 @@ from provision.errors import HostError, OperationError
 
 FIXED_MTIME = 0  # every cpio entry's mtime: the archive is byte-for-byte reproducible
 _XEN_ELFNOTE_PHYS32_ENTRY = 18
+_LZ4_LEGACY_MAGIC = b"\x02\x21\x4c\x18"
 
 
-def run_bytes(argv: list[str], data: bytes | None = None) -> bytes:
+def run_bytes(argv: list[str], data: bytes | None = None, cwd: Path | None = None) -> bytes:
     """Run a host program (argument list, no shell); typed errors naming it."""
     try:
-        return subprocess.run(argv, input=data, check=True, capture_output=True).stdout
+        return subprocess.run(argv, input=data, check=True, capture_output=True, cwd=cwd).stdout
     except FileNotFoundError:
         raise HostError(f"{argv[0]} not found: install it (`provision host prepare`)") from None
     except subprocess.CalledProcessError as exc:
@@ -101,6 +102,14 @@ def kernel_bytes(bzimage: Path) -> bytes:
         vmlinux = zlib.decompressobj(wbits=31).decompress(payload)
     elif payload.startswith(b"\x28\xb5\x2f\xfd"):
         vmlinux = run_bytes(["zstd", "-dc"], payload)
+    elif payload.startswith(_LZ4_LEGACY_MAGIC):
+        # lz4's legacy frame (Debian's cloud kernel) followed by the kernel's 4-byte
+        # uncompressed size, which the lz4 tool would take for a bad frame.
+        (size,) = struct.unpack_from("<I", payload, len(payload) - 4)
+        vmlinux = run_bytes(["lz4", "-dc"], payload[:-4])
+        if len(vmlinux) != size:
+            raise HostError(f"{bzimage}: the lz4 payload unpacked to {len(vmlinux)} bytes, "
+                            f"not the {size} its trailer says")
     else:
         raise HostError(f"{bzimage}: unsupported kernel compression {payload[:4].hex()}")
     if not has_pvh_entry(vmlinux):

@@ -1,12 +1,14 @@
 """The embedded default guest ("image: tiny"): built from the host's Debian packages, cached.
 
-This module builds the guest image: finding the host's packaged kernel, the virtio
-modules it needs, busybox-static, qemu-ga, ethtool and iperf3 (with the libraries ``ldd``
-lists); packing them with ``provision/image/init`` into a reproducible newc initramfs;
-and the kernel command line the guest boots with (``guest_cmdline``).
+This module builds the guest image: the kernel (the host's or Debian's cloud kernel,
+``GUEST_KERNEL``; ``provision/image/kernels.py``) and the virtio modules it needs,
+busybox-static, qemu-ga, ethtool and iperf3 (with the libraries ``ldd`` lists); packing
+them with ``provision/image/init`` into a reproducible newc initramfs; and the kernel
+command line the guest boots with (``guest_cmdline``).
 
-A build is keyed by its *input key* (builder version, kernel version, path/size/mtime of
-every host file that goes in, the init script, the base command line): a second
+A build is keyed by its *input key* (builder version, the kernel's flavour, and for a
+packaged kernel its package, version and sha256, kernel version, path/size/mtime of every
+host file that goes in, the init script, the base command line): a second
 ``build_image`` with the same inputs does nothing (the cache, its layout and how a new build
 is put in place: ``provision/image/cache.py``).  The output is byte-for-byte reproducible
 (sorted entries, fixed owners and mtimes), so ``content_hash`` names exactly what the guest is.
@@ -34,7 +36,7 @@ from importlib import resources
 from pathlib import Path
 
 from provision.errors import HostError
-from provision.image import bootfiles
+from provision.image import bootfiles, kernels
 from provision.image.cache import (
     MANIFEST,
     GuestImage,
@@ -50,7 +52,15 @@ from provision.image.cache import (
     write,
 )
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
+
+# Which kernel the guest boots (kernels.KERNEL_FLAVOURS), recorded in the input key and the
+# manifest: "cloud" is Debian's linux-image-cloud-amd64, fetched into the cache, "host" the
+# host's installed kernel.  Measured with benchmarks/bench_guest_boot.py --kernel cloud|host
+# (README, "Measured", issue 11): the cloud kernel runs fewer initcalls, but its boot to the
+# agent was not measurably faster (medians 4.56-5.88 s against 4.51-5.90 s for the host's
+# on a noisy day, 4.27 against 4.13 s with acpi=noirq), so the host's stays the default.
+GUEST_KERNEL = "host"
 
 # The guest's kernel command line before lpj= (see _kernel_cmdline) and the vlab.* tokens.
 # Measured under TCG, q35, 4 vCPUs, kernel-only boot (QEMU start -> init runs: about 2.05 s
@@ -72,8 +82,24 @@ BUILDER_VERSION = 1
 #                      + timer doesn't work!"). Seen in 3 of 16 guests booted together on
 #                      two loaded cores; the guest console log showed it. VM kernels (cloud
 #                      images) boot with it for this reason.
+# Where the rest goes (initcall_debug, cloud kernel, TCG, 4 vCPUs): acpi_init ~0.24 s,
+# crypto_kdf108_init ~0.19 s (a self-test cryptomgr.notests does not cover; no command-line
+# switch), bringing up 4 vCPUs ~0.1 s; in init each insmod costs 25-70 ms besides the
+# module's own initcall.  Modules with their signatures cut off load ~0.04 s faster in all
+# (no sha256 + RSA check) but taint the kernel: not done.  About 1 s passes between QEMU's
+# start and the guest kernel's clock starting (QEMU, SeaBIOS, loading the 66 MB vmlinux and
+# the 14 MB initramfs), and ~0.3 s between qemu-ga's start and its first answer.
 BASE_CMDLINE = ("console=ttyS0 quiet tsc=reliable cryptomgr.notests rodata=off init_on_alloc=0"
                 " no_timer_check")
+# tiny's own, on top (the debian image shares BASE_CMDLINE and keeps it as it is):
+#   acpi=noirq         PCI INTx routing from the BIOS's $PIR table instead of ACPI's link
+#                      devices.  Seen with initcall_debug: under TCG each virtio-pci probe
+#                      spent ~0.35 s evaluating \_SB_.LNKx ("ACPI: \_SB_.LNKB: Enabled at
+#                      IRQ 10"), 0.72 s of virtio_pci's insmod for the NIC and the serial
+#                      port; with it, loading all the modules took 0.30 s instead of 1.23 s.
+#                      The virtio devices use MSI-X; ACPI stays on: a `poweroff -f` in the
+#                      guest still powers QEMU off.
+TINY_CMDLINE = f"{BASE_CMDLINE} acpi=noirq"
 
 # Loaded in this order (each after its dependencies from modules.dep).
 GUEST_MODULES = ("virtio_pci", "virtio_console", "virtio_net")
@@ -98,7 +124,8 @@ class _Inputs:
 
     kernel_version: str
     kernel: Path
-    cmdline: str  # BASE_CMDLINE plus lpj= for this host
+    kernel_package: dict[str, str]  # flavour; package, version and sha256 of a packaged one
+    cmdline: str  # TINY_CMDLINE plus lpj= for this host
     modules: tuple[Path, ...]  # host .ko files, in load order
     vlan_modules: tuple[Path, ...]  # loaded after `modules`, only when VLANs are used
     files: dict[str, Path]  # guest path -> host file (busybox, tools, libraries, loader)
@@ -107,15 +134,20 @@ class _Inputs:
 
 
 def build_image(
-    name: str = "tiny", cache_dir: Path | None = None, force: bool = False
+    name: str = "tiny",
+    cache_dir: Path | None = None,
+    force: bool = False,
+    kernel: str = GUEST_KERNEL,
 ) -> tuple[GuestImage, bool]:
-    """Build `name` unless the cache holds a build of the same inputs; True if built now."""
+    """Build `name` unless the cache holds a build of the same inputs; True if built now.
+    A packaged kernel not yet in the cache is downloaded first (``kernels.package_kernel``)."""
     check_name(name, "kernel")
     cache = cache_dir or default_cache_dir()
-    inputs = _gather_inputs()
-    key = _input_key(inputs)
     make_cache_dir(cache)
     with locked(cache):
+        inputs = _gather_inputs(cache, kernel, fetch=True)
+        assert inputs is not None
+        key = _input_key(inputs)
         current = read_manifest(cache / name)
         if current and current.get("input_key") == key and not force:
             return image_from_manifest(name, cache / name, current), False
@@ -123,20 +155,37 @@ def build_image(
         return load_image(name, cache), True
 
 
-def image_current(name: str = "tiny", cache_dir: Path | None = None) -> bool:
+def image_current(
+    name: str = "tiny", cache_dir: Path | None = None, kernel: str = GUEST_KERNEL
+) -> bool:
     """True when ``build_image`` would do nothing: the cache holds a build of this host's
-    current inputs. Reads only (check mode); HostError when an input is missing on the host."""
+    current inputs. Reads only (check mode: a packaged kernel not in the cache yet means
+    False, nothing downloaded); HostError when an input is missing on the host."""
     check_name(name, "kernel")
-    manifest = read_manifest((cache_dir or default_cache_dir()) / name)
-    return manifest is not None and manifest.get("input_key") == _input_key(_gather_inputs())
+    cache = cache_dir or default_cache_dir()
+    manifest = read_manifest(cache / name)
+    if manifest is None:
+        return False
+    inputs = _gather_inputs(cache, kernel, fetch=False)
+    return inputs is not None and manifest.get("input_key") == _input_key(inputs)
 
 
 # --- what goes in ------------------------------------------------------------------------
 
 
-def _gather_inputs() -> _Inputs:
-    version, kernel = find_kernel()
-    module_dir = Path("/lib/modules") / version
+def _gather_inputs(cache: Path, flavour: str, fetch: bool) -> _Inputs | None:
+    """None when the kernel is a package not in the cache yet and `fetch` is False."""
+    if flavour not in kernels.KERNEL_FLAVOURS:
+        choices = ", ".join(sorted(kernels.KERNEL_FLAVOURS))
+        raise HostError(f"unknown guest kernel {flavour!r}: one of {choices}")
+    if kernels.KERNEL_FLAVOURS[flavour] is None:
+        kernel = kernels.host_kernel()
+    else:
+        found = kernels.package_kernel(flavour, cache, GUEST_MODULES + VLAN_MODULES, fetch)
+        if found is None:
+            return None
+        kernel = found
+    module_dir = kernel.module_dir
     modules = resolve_modules(module_dir, GUEST_MODULES)
     vlan_modules = [
         m for m in resolve_modules(module_dir, GUEST_MODULES + VLAN_MODULES) if m not in modules
@@ -154,87 +203,43 @@ def _gather_inputs() -> _Inputs:
             files.setdefault(str(library).lstrip("/"), library)
     init_script = resources.files("provision.image").joinpath("init").read_bytes()
     applets = _busybox_applets(busybox)
-    cmdline = _kernel_cmdline(version)
+    cmdline = _kernel_cmdline(kernel.config)
     return _Inputs(
-        version, kernel, cmdline, tuple(modules), tuple(vlan_modules), files, applets, init_script
+        kernel.version,
+        kernel.bzimage,
+        kernel.package,
+        cmdline,
+        tuple(modules),
+        tuple(vlan_modules),
+        files,
+        applets,
+        init_script,
     )
 
 
-def _kernel_cmdline(kernel_version: str) -> str:
-    """BASE_CMDLINE plus `lpj=`: the guest's TSC ticks per jiffy, preset so that no CPU
+def _kernel_cmdline(kernel_config: Path) -> str:
+    """TINY_CMDLINE plus `lpj=`: the guest's TSC ticks per jiffy, preset so that no CPU
     calibrates its delay loop (0.23 s at boot under TCG).  Guests see the host's TSC rate
     (KVM and TCG alike), and x86 reports bogomips as twice the TSC rate in MHz."""
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
-        config = Path(f"/boot/config-{kernel_version}").read_text()
+        config = kernel_config.read_text()
     except OSError:
-        return BASE_CMDLINE
+        return TINY_CMDLINE
     bogomips = re.search(r"^bogomips\s*:\s*([\d.]+)", cpuinfo, re.MULTILINE)
     hz = re.search(r"^CONFIG_HZ=(\d+)$", config, re.MULTILINE)
     if not bogomips or not hz:
-        return BASE_CMDLINE
-    return f"{BASE_CMDLINE} lpj={round(float(bogomips.group(1)) * 500_000 / int(hz.group(1)))}"
+        return TINY_CMDLINE
+    return f"{TINY_CMDLINE} lpj={round(float(bogomips.group(1)) * 500_000 / int(hz.group(1)))}"
 
 
 def find_kernel() -> tuple[str, Path]:
-    """The newest /boot/vmlinuz-VERSION that has /lib/modules/VERSION/modules.dep."""
-    found = [
-        p
-        for p in Path("/boot").glob("vmlinuz-*")
-        if (Path("/lib/modules") / p.name[len("vmlinuz-") :] / "modules.dep").is_file()
-    ]
-    if not found:
-        raise HostError(
-            "no kernel with modules in /boot and /lib/modules: "
-            "install linux-image-amd64 (`provision host prepare`)"
-        )
-    newest = max(found, key=lambda p: _version_key(p.name[len("vmlinuz-") :]))
-    return newest.name[len("vmlinuz-") :], newest
+    """The host's newest kernel with modules: (version, /boot/vmlinuz-VERSION)."""
+    found = kernels.host_kernel()
+    return found.version, found.bzimage
 
 
-def _version_key(version: str) -> list[tuple[int, str]]:
-    return [
-        (int(part), "") if part.isdigit() else (-1, part)
-        for part in re.findall(r"\d+|[^\d.\-+~]+", version)
-    ]
-
-
-def _module_name(path: str) -> str:
-    base = path.rsplit("/", 1)[-1]
-    return base.split(".ko", 1)[0].replace("-", "_")
-
-
-def resolve_modules(module_dir: Path, names: tuple[str, ...]) -> list[Path]:
-    """Host module files for `names` and their dependencies, dependencies first.
-
-    Modules that modules.builtin lists are built into the kernel and skipped.
-    """
-    deps: dict[str, list[str]] = {}
-    paths: dict[str, str] = {}
-    for line in (module_dir / "modules.dep").read_text().splitlines():
-        target, _, needs = line.partition(":")
-        paths[_module_name(target)] = target
-        deps[_module_name(target)] = [_module_name(d) for d in needs.split()]
-    builtin_file = module_dir / "modules.builtin"
-    builtin = (
-        {_module_name(line) for line in builtin_file.read_text().split()}
-        if builtin_file.is_file()
-        else set()
-    )
-    ordered: list[str] = []
-
-    def visit(module: str) -> None:
-        if module in ordered or module in builtin:
-            return
-        if module not in paths:
-            raise HostError(f"kernel module {module} missing from {module_dir}/modules.dep")
-        for dependency in reversed(deps[module]):
-            visit(dependency)
-        ordered.append(module)
-
-    for name in names:
-        visit(name.replace("-", "_"))
-    return [module_dir / paths[module] for module in ordered]
+resolve_modules = kernels.resolve_modules
 
 
 def _find_program(program: str, package: str) -> Path:
@@ -277,6 +282,7 @@ def _input_key(inputs: _Inputs) -> str:
         "builder": BUILDER_VERSION,
         "cmdline": inputs.cmdline,
         "kernel_version": inputs.kernel_version,
+        "kernel_package": inputs.kernel_package,
         "kernel": fingerprint(inputs.kernel),
         "modules": [fingerprint(m) for m in inputs.modules],
         "vlan_modules": [fingerprint(m) for m in inputs.vlan_modules],
@@ -327,11 +333,12 @@ def _build_into(name: str, cache: Path, inputs: _Inputs, key: str, force: bool) 
         "input_key": key,
         "content_hash": content_hash,
         "kernel_version": inputs.kernel_version,
+        "kernel_package": inputs.kernel_package,
         "kernel": "kernel",
         "initrd": "initrd",
         "cmdline": inputs.cmdline,
         "builder_version": BUILDER_VERSION,
-        "packages": _package_versions(inputs.kernel_version),
+        "packages": _package_versions(inputs),
     }
     final = cache / f"{name}-{content_hash[:16]}"
     if final.is_dir() and read_manifest(final) and not force:
@@ -351,10 +358,17 @@ def _build_into(name: str, cache: Path, inputs: _Inputs, key: str, force: bool) 
             shutil.rmtree(staging, ignore_errors=True)
     point(cache / name, final.name)
     prune(cache, name, keep=final.name)
+    if "package" in inputs.kernel_package:
+        kernels.prune_kernels(cache, keep=inputs.kernel.parents[1])
 
 
-def _package_versions(kernel_version: str) -> dict[str, str]:
-    packages = [f"linux-image-{kernel_version}", "busybox-static"]
+def _package_versions(inputs: _Inputs) -> dict[str, str]:
+    """Versions of the packages the guest's files come from (the host's, and a packaged
+    kernel's as fetched)."""
+    fetched = inputs.kernel_package
+    versions = {fetched["package"]: fetched["version"]} if "package" in fetched else {}
+    packages = [] if versions else [f"linux-image-{inputs.kernel_version}"]
+    packages.append("busybox-static")
     packages += [package for _, package, _ in GUEST_TOOLS]
     try:
         result = subprocess.run(
@@ -363,5 +377,6 @@ def _package_versions(kernel_version: str) -> dict[str, str]:
             text=True,
         )
     except FileNotFoundError:
-        return {}
-    return dict(line.split("\t", 1) for line in result.stdout.splitlines() if "\t" in line)
+        return versions
+    found = (line.split("\t", 1) for line in result.stdout.splitlines() if "\t" in line)
+    return {**versions, **dict(found)}
