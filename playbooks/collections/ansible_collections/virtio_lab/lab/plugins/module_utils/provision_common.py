@@ -15,7 +15,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
-    import provision  # noqa: F401  (the virtio-lab library, installed in the project's venv)
+    # the virtio-lab library, installed in the project's venv
     from provision.errors import ProvisionError
 except ImportError:
     PROVISION_IMPORT_ERROR: str | None = traceback.format_exc()
@@ -31,10 +31,12 @@ try:
 except ImportError:  # only the diff text needs it; JSON is the fallback
     yaml = None
 
-# Options every lab-driven module takes: where the lab comes from.
-LAB_SOURCE_OPTIONS: dict[str, dict[str, Any]] = {
+# Options every module that acts on a lab takes (documented once, in the doc fragment
+# virtio_lab.lab.lab_options): where the lab comes from, and each host's underlay address.
+LAB_OPTIONS: dict[str, dict[str, Any]] = {
     "spec": {"type": "dict", "aliases": ["lab"]},
     "path": {"type": "path", "aliases": ["lab_file"]},
+    "underlay": {"type": "dict"},
 }
 LAB_SOURCE_RULES: dict[str, list[Any]] = {
     "mutually_exclusive": [("spec", "path")],

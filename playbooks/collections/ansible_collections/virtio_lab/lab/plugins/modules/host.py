@@ -64,8 +64,10 @@ attributes:
         library's host plan, the same as C(provision host prepare --check --json) reports.
   diff_mode:
     support: none
+    description: Nothing to compare before and after.
+extends_documentation_fragment:
+  - virtio_lab.lab.provision
 requirements:
-  - The C(provision) library (virtio-lab), importable by the module's Python.
   - Debian 12 (apt-get), root.
 notes:
   - The guest image cache is C($VIRTIO_LAB_CACHE), else C(/var/cache/virtio-lab/images); set it
@@ -74,7 +76,7 @@ notes:
 seealso:
   - module: virtio_lab.lab.lab
 author:
-  - virtio-lab developers
+  - virtio-lab developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -108,8 +110,8 @@ actions:
   elements: dict
   contains:
     kind: {description: "install, load-module, start-daemon or build-image", type: str}
-    target: {description: The package, kernel module, daemon or image, type: str}
-    reason: {description: Why, in one line, type: str}
+    target: {description: "The package, kernel module, daemon or image", type: str}
+    reason: {description: "Why, in one line", type: str}
   sample: [{kind: start-daemon, target: ovsdb-server, reason: "not running; ..."}]
 missing_packages:
   description: Debian packages that were missing before the task.

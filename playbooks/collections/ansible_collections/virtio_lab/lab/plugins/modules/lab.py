@@ -30,20 +30,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  spec:
-    description:
-      - The lab as a mapping (name, backend, bridges, vms), usually C("{{ lab }}"), the variable
-        every lab file in C(inventory/) defines under C(all.vars).
-      - Validated like a lab file; a bad key fails the task with the key path (exit code 3).
-      - Mutually exclusive with O(path).
-    type: dict
-    aliases: [lab]
-  path:
-    description:
-      - A lab file (an Ansible inventory carrying C(all.vars.lab)), e.g. C(inventory/demo.yml).
-      - Mutually exclusive with O(spec).
-    type: path
-    aliases: [lab_file]
   host:
     description:
       - The inventory host this task runs for, normally C("{{ inventory_hostname }}").
@@ -58,15 +44,6 @@ options:
       - Seconds to wait for each guest's agent to answer after a VM (re)starts.
     type: float
     default: 300
-  underlay:
-    description:
-      - The underlay (tunnel) address of each inventory host, as a mapping of host to address,
-        normally built from every host's C(virtio_lab_underlay_ip) (see C(playbooks/up.yml)).
-      - With O(host), every bridge that has VMs on this host and on others gets one tunnel
-        port to each of those hosts (lab C(tunnels.type), geneve by default), keyed by a VNI
-        derived from lab and bridge. A peer missing here fails with exit code 3.
-      - Added to (and overriding) the host variables of a lab file given as O(path).
-    type: dict
 attributes:
   check_mode:
     support: full
@@ -74,10 +51,10 @@ attributes:
   diff_mode:
     support: full
     description: One before/after entry per changed object (bridge, port, tap, domain, guest NIC).
+extends_documentation_fragment:
+  - virtio_lab.lab.lab_options
+  - virtio_lab.lab.provision
 requirements:
-  - The C(provision) library (virtio-lab), importable by the module's Python; run the playbooks
-    with C(.venv/bin/ansible-playbook) and
-    C(ansible_python_interpreter="{{ ansible_playbook_python }}").
   - ovsdb-server, ovs-vswitchd and libvirtd running, and the embedded guest built
     (M(virtio_lab.lab.host) does both).
 notes:
@@ -88,7 +65,7 @@ seealso:
   - module: virtio_lab.lab.verify
   - module: virtio_lab.lab.host
 author:
-  - virtio-lab developers
+  - virtio-lab developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -195,7 +172,7 @@ seconds:
   type: float
 readback_seconds:
   description:
-    - Of O(seconds), the time spent reading the host back after applying (observing and
+    - Of RV(seconds), the time spent reading the host back after applying (observing and
       planning again). A read-back that still finds differences fails the task, one line per
       object in C(msg).
   returned: always
@@ -211,7 +188,7 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.virtio_lab.lab.plugins.module_utils.provision_common import (
-    LAB_SOURCE_OPTIONS,
+    LAB_OPTIONS,
     LAB_SOURCE_RULES,
     jsonable,
     lab_source,
@@ -224,11 +201,10 @@ from ansible_collections.virtio_lab.lab.plugins.module_utils.provision_common im
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            **LAB_SOURCE_OPTIONS,
+            **LAB_OPTIONS,
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "host": {"type": "str"},
             "agent_timeout": {"type": "float", "default": 300.0},
-            "underlay": {"type": "dict"},
         },
         supports_check_mode=True,
         **LAB_SOURCE_RULES,

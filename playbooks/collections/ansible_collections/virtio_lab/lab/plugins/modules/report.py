@@ -37,12 +37,13 @@ attributes:
     description: Merges and returns the report; writes no file.
   diff_mode:
     support: none
-requirements:
-  - The C(provision) library (virtio-lab), importable by the module's Python.
+    description: Nothing to compare before and after.
+extends_documentation_fragment:
+  - virtio_lab.lab.provision
 seealso:
   - module: virtio_lab.lab.verify
 author:
-  - virtio-lab developers
+  - virtio-lab developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -18,29 +18,12 @@ description:
   - Observes only, never repairs; C(changed) is always false.
   - The task fails when any check fails; the full report is in the result either way.
 options:
-  spec:
-    description:
-      - The lab as a mapping, usually C("{{ lab }}") from the lab file's C(all.vars).
-      - Mutually exclusive with O(path).
-    type: dict
-    aliases: [lab]
-  path:
-    description:
-      - A lab file (an Ansible inventory carrying C(all.vars.lab)).
-      - Mutually exclusive with O(spec).
-    type: path
-    aliases: [lab_file]
   host:
     description:
       - The inventory host this task runs for, normally C("{{ inventory_hostname }}"); only the
         lab's VMs placed on it (their C(host), default C(localhost)) are verified.
       - Omitted, every VM of the lab is verified on this host.
     type: str
-  underlay:
-    description:
-      - The underlay address of each inventory host (as for M(virtio_lab.lab.lab)), so that the
-        tunnel ports of this host are checked with their peer addresses and keys.
-    type: dict
   perf:
     description:
       - Also measure iperf3 throughput between the guests (informational checks, slower).
@@ -61,15 +44,17 @@ attributes:
     description: The verifier only observes, so it runs in check mode too.
   diff_mode:
     support: none
-requirements:
-  - The C(provision) library (virtio-lab) with its verifier, importable by the module's Python.
+    description: Nothing to compare before and after.
+extends_documentation_fragment:
+  - virtio_lab.lab.lab_options
+  - virtio_lab.lab.provision
 notes:
   - Failures of the verifier itself (bad spec, daemon unreachable) carry C(exit_code) 3 or 4
     like the CLI; a failed check fails the task with C(exit_code) 1.
 seealso:
   - module: virtio_lab.lab.lab
 author:
-  - virtio-lab developers
+  - virtio-lab developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -162,7 +147,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.virtio_lab.lab.plugins.module_utils.provision_common import (
-    LAB_SOURCE_OPTIONS,
+    LAB_OPTIONS,
     LAB_SOURCE_RULES,
     jsonable,
     lab_source,
@@ -187,12 +172,11 @@ def run_verifier(source: Any, host: str | None, perf: bool,
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            **LAB_SOURCE_OPTIONS,
+            **LAB_OPTIONS,
             "host": {"type": "str"},
             "perf": {"type": "bool", "default": False},
             "report_path": {"type": "path"},
             "junit_path": {"type": "path"},
-            "underlay": {"type": "dict"},
         },
         supports_check_mode=True,
         **LAB_SOURCE_RULES,
