@@ -12,18 +12,12 @@ before it looks at the host. Both go through the installed module, its module_ut
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytest
-import yaml
-
-REPO = Path(__file__).resolve().parents[2]
-COLLECTION = REPO / "playbooks/collections/ansible_collections/virtio_lab/lab"
-BIN = Path(sys.executable).parent
+if TYPE_CHECKING:
+    from conftest import Galaxy  # tests/conftest.py, which provides the fixture
 
 # One host's verify result as the verify module registers it (the parts report reads).
 CHECK = {"name": "ovs.tag", "target": "demo-vm1-0", "evidence": {"tag": 100}, "detail": ""}
@@ -55,35 +49,8 @@ def _play(out: Path) -> list[dict[str, object]]:
     }]
 
 
-def _run(argv: list[str | Path], env: dict[str, str], cwd: Path) -> str:
-    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=120, check=False)  # fmt: skip
-    assert proc.returncode == 0, f"{argv} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, str]]:
-    """The tarball, the collections path it is installed in, and an environment naming only it."""
-    tmp = tmp_path_factory.mktemp("galaxy")
-    collections = tmp / "collections"
-    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_CALLBACK_FORMAT_PRETTY": "false",
-           "ANSIBLE_RETRY_FILES_ENABLED": "false", "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
-           "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}  # fmt: skip
-    env.pop("ANSIBLE_CONFIG", None)
-    _run([BIN / "ansible-galaxy", "collection", "build", "--output-path", tmp, COLLECTION],
-         env, tmp)  # fmt: skip
-    version = yaml.safe_load((COLLECTION / "galaxy.yml").read_text())["version"]
-    tarball = tmp / f"virtio_lab-lab-{version}.tar.gz"
-    _run([BIN / "ansible-galaxy", "collection", "install", "-p", collections, tarball], env, tmp)
-    return tarball, collections, env
-
-
-def test_tarball_holds_the_collection_and_no_caches(installed: tuple[Path, Path, dict[str, str]]
-                                                    ) -> None:  # fmt: skip
-    tarball, _, _ = installed
-    with tarfile.open(tarball) as tar:
+def test_tarball_holds_the_collection_and_no_caches(galaxy: Galaxy) -> None:
+    with tarfile.open(galaxy.tarball) as tar:
         names = set(tar.getnames())
         manifest = json.load(tar.extractfile("MANIFEST.json"))  # type: ignore[arg-type]
     assert manifest["collection_info"]["namespace"] == "virtio_lab"
@@ -96,30 +63,22 @@ def test_tarball_holds_the_collection_and_no_caches(installed: tuple[Path, Path,
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or "tests/output" in n]
 
 
-def test_installed_docs_resolve_the_shared_fragment(installed: tuple[Path, Path, dict[str, str]],
-                                                    tmp_path: Path) -> None:  # fmt: skip
-    _, collections, env = installed
-    out = _run([BIN / "ansible-doc", "--json", "virtio_lab.lab.lab", "virtio_lab.lab.verify"],
-               env, tmp_path)  # fmt: skip
+def test_installed_docs_resolve_the_shared_fragments(galaxy: Galaxy, tmp_path: Path) -> None:
+    out = galaxy.run("ansible-doc", "--json", "virtio_lab.lab.lab", "virtio_lab.lab.verify",
+                     cwd=tmp_path)  # fmt: skip
     docs = json.loads(out)
     for module in ("virtio_lab.lab.lab", "virtio_lab.lab.verify"):
         doc = docs[module]["doc"]
-        assert Path(doc["filename"]).is_relative_to(collections), doc["filename"]
+        assert Path(doc["filename"]).is_relative_to(galaxy.collections), doc["filename"]
         assert doc["options"]["spec"]["aliases"] == ["lab"]
         assert doc["options"]["path"]["type"] == "path"
         assert "underlay" in doc["options"]
         assert any("provision" in r for r in doc["requirements"])
 
 
-def test_playbook_elsewhere_runs_the_installed_modules(
-        installed: tuple[Path, Path, dict[str, str]], tmp_path: Path) -> None:
-    _, _, env = installed
+def test_playbook_elsewhere_runs_the_installed_modules(galaxy: Galaxy, tmp_path: Path) -> None:
     out = tmp_path / "verify-demo.json"
-    (tmp_path / "play.yml").write_text(yaml.safe_dump(_play(out), sort_keys=False))
-    stdout = _run([BIN / "ansible-playbook", "-v", "-i", "localhost,", "-c", "local", "play.yml"],
-                  env, tmp_path)  # fmt: skip
-    line = next(ln for ln in stdout.splitlines() if ln.startswith("ok: [localhost] => {\"msg\""))
-    results = json.loads(line.split(" => ", 1)[1])["msg"]
+    results = galaxy.play(_play(out), cwd=tmp_path)
 
     check = results["merged_check"]
     assert check["changed"] is False  # check mode writes no file
