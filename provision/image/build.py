@@ -99,7 +99,11 @@ BASE_CMDLINE = ("console=ttyS0 quiet tsc=reliable cryptomgr.notests rodata=off i
 #                      port; with it, loading all the modules took 0.30 s instead of 1.23 s.
 #                      The virtio devices use MSI-X; ACPI stays on: a `poweroff -f` in the
 #                      guest still powers QEMU off.
-TINY_CMDLINE = f"{BASE_CMDLINE} acpi=noirq"
+#                      NOT applied for now: the first full CI run with it passed, the second
+#                      had one tiny guest hang before init (empty console) and one QEMU
+#                      segfault in a TCG vCPU thread early in a boot, both new; until that is
+#                      understood, the flags every earlier lab and test booted with stay.
+TINY_CMDLINE = BASE_CMDLINE
 
 # Loaded in this order (each after its dependencies from modules.dep).
 GUEST_MODULES = ("virtio_pci", "virtio_console", "virtio_net")
