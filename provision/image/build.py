@@ -48,6 +48,7 @@ from provision.image.cache import (
     make_cache_dir,
     point,
     prune,
+    publish,
     read_manifest,
     write,
 )
@@ -354,10 +355,7 @@ def _build_into(name: str, cache: Path, inputs: _Inputs, key: str, force: bool) 
             write(staging / "kernel", kernel)
             write(staging / "initrd", initrd)
             write(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
-            staging.chmod(0o755)
-            if final.exists():
-                shutil.rmtree(final)
-            staging.rename(final)
+            publish(staging, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     point(cache / name, final.name)

@@ -239,6 +239,15 @@ def write(path: Path, data: bytes) -> None:
     temp.replace(path)
 
 
+def publish(staging: Path, final: Path) -> None:
+    """Put a finished staging directory in ``final``'s place (world-readable: QEMU runs as
+    another user), replacing what was there."""
+    staging.chmod(0o755)
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+
+
 def point(link: Path, target: str) -> None:
     if link.is_dir() and not link.is_symlink():  # a damaged entry: the link is ours to make
         shutil.rmtree(link)

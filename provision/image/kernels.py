@@ -29,6 +29,7 @@ from pathlib import Path
 
 from provision.errors import HostError, OperationError
 from provision.image import bootfiles
+from provision.image.cache import publish
 
 # flavour -> Debian meta-package (None: the host's installed kernel)
 KERNEL_FLAVOURS: dict[str, str | None] = {"cloud": "linux-image-cloud-amd64", "host": None}
@@ -184,10 +185,7 @@ def _fetch(pkg: KernelPackage, root: Path, modules: tuple[str, ...]) -> None:
             (keep / relative).parent.mkdir(parents=True, exist_ok=True)
             os.rename(tree / relative, keep / relative)  # keeps the package's mtimes
         (keep / DONE).write_text(f"{pkg.package} {pkg.version} {pkg.sha256}\n")
-        keep.chmod(0o755)
-        if root.exists():
-            shutil.rmtree(root)
-        keep.rename(root)
+        publish(keep, root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
