@@ -56,6 +56,9 @@ def host_check(args: argparse.Namespace) -> int:
         t.add_row("virtio backend", f"{caps.best_backend} ({caps.backend_reason})")
         unknown = "[red]unknown[/] (libvirtd did not say; run `provision host prepare`)"
         t.add_row("emulator", caps.emulator or unknown)
+        t.add_row("lab domains run", f"{caps.accel}, by {caps.domain_emulator or 'unknown'}"
+                  + ("" if caps.accel != "tcg multi-threaded"
+                     else " [yellow](run `provision host prepare` for single-threaded TCG)[/]"))
         t.add_row("machine", caps.machine or unknown)
         for name, up in sorted(caps.daemons.items()):
             t.add_row(name, "running" if up else "[red]not running[/]")
@@ -173,6 +176,7 @@ def render(args: argparse.Namespace) -> int:
                 "lab": want.lab,
                 "backend": want.backend,
                 "domain_type": want.domain_type,
+                "accel": want.accel,
                 "bridges": [vars(b) for b in want.bridges],
                 "ports": [vars(p) for p in want.ports],
                 "taps": [vars(t) for t in want.taps],
@@ -180,7 +184,8 @@ def render(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    out.print(f"# lab {want.lab}: virtio backend {want.backend}, domain type {want.domain_type}")
+    out.print(f"# lab {want.lab}: virtio backend {want.backend}, domain type {want.domain_type}"
+              f" ({want.accel})")
     for b in want.bridges:
         out.print(f"# OVS Bridge {b.name}: datapath_type={b.datapath_type}")
     for p in want.ports:
@@ -235,11 +240,11 @@ def up(args: argparse.Namespace) -> int:
     elif not result.changed:
         _print_plan(result.plan, False)
         out.print(f"no changes made; virtio backend {result.backend}, domain type "
-                  f"{result.domain_type} ({result.seconds:.2f} s)")
+                  f"{result.domain_type} ({result.accel}; {result.seconds:.2f} s)")
     else:
         out.print(f"lab {result.lab} up: {len(result.plan.changes)} change(s) applied in "
                   f"{result.seconds:.1f} s; virtio backend {result.backend}, domain type "
-                  f"{result.domain_type}; every guest agent answers")
+                  f"{result.domain_type} ({result.accel}); every guest agent answers")
     return 0
 
 

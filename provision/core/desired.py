@@ -101,6 +101,7 @@ class DesiredLab:
     notes: tuple[str, ...] = ()  # what resolving the lab here decided that a plan should say
     pool: DesiredPool | None = None  # only a lab with disk-image VMs has one
     volumes: tuple[DesiredVolume, ...] = ()
+    accel: str = ""  # HostCaps.accel: kvm, tcg single-threaded or tcg multi-threaded
 
 
 def resolve_backend(lab: Lab, caps: HostCaps, strict: bool = True) -> str:
@@ -166,6 +167,7 @@ def desired_state(lab: Lab, caps: HostCaps, image: Images, strict: bool = True,
     return DesiredLab(
         lab.name, backend, caps.domain_type, bridges, tuple(taps), tuple(ports), tuple(domains),
         pool=disks_mod.lab_pool(lab.name) if volumes else None, volumes=tuple(volumes),
+        accel=caps.accel,
     )
 
 
@@ -235,7 +237,7 @@ def _desired_domain(
         domain_type=caps.domain_type,
         backend=backend,
         spec_hash=spec_hash(vm),
-        emulator=caps.emulator,
+        emulator=caps.domain_emulator,
         machine=caps.machine,
         disk=disks.context(lab.name) if disks else None,
     )

@@ -34,6 +34,7 @@ class LabResult:
     changed: bool  # true exactly when the plan was not empty (and, unless check, applied)
     backend: str | None = None  # "vhost-net" | "userspace": the virtio backend the lab uses
     domain_type: str | None = None  # "kvm" | "qemu"
+    accel: str = ""  # DesiredLab.accel: how the domains execute (kvm, tcg and its threads)
     agent_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     readback_seconds: float = 0.0  # observing and planning again after applying
@@ -41,8 +42,8 @@ class LabResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.plan.to_dict(), "changed": self.changed, "backend": self.backend,
-                "domain_type": self.domain_type, "agent_seconds": self.agent_seconds,
-                "seconds": round(self.seconds, 3),
+                "domain_type": self.domain_type, "accel": self.accel,
+                "agent_seconds": self.agent_seconds, "seconds": round(self.seconds, 3),
                 "readback_seconds": round(self.readback_seconds, 3), "record": self.record}
 
 
@@ -158,7 +159,7 @@ def plan_lab(path: LabSource, host: str | None = None, extra: Sequence[str | Pat
     with converge.open_backends() as b:
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
     p.notes[:0] = _notes(path, host, lab)
-    return LabResult(want.lab, p, not p.in_sync, want.backend, want.domain_type,
+    return LabResult(want.lab, p, not p.in_sync, want.backend, want.domain_type, want.accel,
                      seconds=time.monotonic() - t0)
 
 
@@ -190,7 +191,7 @@ def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: flo
         p = plan.plan_changes(want, converge.observe_lab(b, want.lab, want))
         p.notes[:0] = _notes(path, host, lab) + notes
         result = LabResult(want.lab, p, not p.in_sync, want.backend, want.domain_type,
-                           record=rec)
+                           want.accel, record=rec)
         if not p.in_sync:
             if on_plan is not None:
                 on_plan(p)

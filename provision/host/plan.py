@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from provision.errors import HostError
 from provision.host.probe import KERNEL_MODULES, HostCaps
+from provision.host.tcg import WRAPPER as TCG_WRAPPER
 
 # Start order matters: ovs-vswitchd needs ovsdb-server, libvirtd logs through virtlogd.
 DAEMON_ORDER = ("ovsdb-server", "ovs-vswitchd", "virtlogd", "libvirtd")
@@ -27,9 +28,14 @@ MODULE_USES = {
 }
 
 # install: apt-get install a Debian package; load-module: modprobe a kernel module;
-# start-daemon: start one of DAEMON_ORDER; build-image: build a guest image (only the Ansible
-# host module plans this, `provision image build` is its own command).
-HostActionKind = Literal["install", "load-module", "start-daemon", "build-image"]
+# start-daemon: start one of DAEMON_ORDER; install-file: write a file of virtio-lab's own (the
+# TCG wrapper of provision/host/tcg.py, once libvirtd can name its QEMU); build-image: build
+# a guest image (only the Ansible host module plans this, `provision image build` is its own
+# command).
+HostActionKind = Literal["install", "load-module", "start-daemon", "install-file",
+                         "build-image"]  # fmt: skip
+TCG_WRAPPER_REASON = ("TCG domains run QEMU single-threaded through it: multi-threaded TCG in "
+                      "QEMU 7.2 hangs guests that patch their own code at boot")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -87,4 +93,6 @@ def plan_host(caps: HostCaps, install: bool = True) -> HostPlan:
         for d in DAEMON_ORDER
         if not caps.daemons.get(d, False)
     ]
+    if caps.domain_type == "qemu" and not caps.tcg_wrapper:
+        actions.append(HostAction("install-file", str(TCG_WRAPPER), TCG_WRAPPER_REASON))
     return HostPlan(tuple(actions))

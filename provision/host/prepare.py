@@ -30,6 +30,7 @@ from provision.host.probe import (
     OVSDB_SOCK,
     HostCaps,
     daemon_running,
+    domain_caps,
     module_loaded,
     probe_host,
     probe_ovs_kernel_datapath,
@@ -40,6 +41,7 @@ from provision.host.ready import (
     check_domain_start,
     wait_for_daemons,
 )
+from provision.host.tcg import install_wrapper
 
 __all__ = ["PrepareResult", "apply_host_plan", "check_domain_start", "prepare_host",
            "wait_for_daemons"]  # fmt: skip
@@ -80,10 +82,26 @@ def prepare_host(
     host_plan = plan_host(caps, install)
     result = PrepareResult(host_plan, apply_host_plan(host_plan, caps.systemd, log))
     wait_for_daemons()
+    emulator = _install_tcg_wrapper(host_plan, result, log) or caps.tcg_wrapper
     if smoke_test:
-        check_domain_start()
-        log("libvirtd started and destroyed a test domain with a 4-queue tap NIC")
+        check_domain_start(emulator)
+        log("libvirtd started and destroyed a test domain with a 4-queue tap NIC"
+            + (f" run by {emulator}" if emulator else ""))
     return result
+
+
+def _install_tcg_wrapper(host_plan: HostPlan, result: PrepareResult,
+                         log: Callable[[str], None]) -> str:
+    """Carry out the plan's install-file of the TCG wrapper now that libvirtd names its QEMU;
+    return the wrapper's path ("" when the plan has none)."""
+    action = next((a for a in host_plan.actions if a.kind == "install-file"), None)
+    if action is None:
+        return ""
+    emulator = domain_caps("qemu").emulator
+    if install_wrapper(emulator):
+        result.actions.append(action)
+        log(f"installed {action.target} for {emulator}")
+    return action.target
 
 
 def apply_host_plan(

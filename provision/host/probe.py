@@ -25,6 +25,7 @@ from xml.etree import ElementTree as ET
 from provision.errors import HostError
 from provision.host.domcaps import DomainCaps, parse_domain_caps
 from provision.host.kvm import kvm_probe_cached
+from provision.host.tcg import installed_wrapper
 
 if TYPE_CHECKING:
     import libvirt
@@ -74,6 +75,7 @@ class HostCaps:
     daemons: dict[str, bool] = field(default_factory=dict)  # daemon name -> running
     systemd: bool = False  # PID 1 is systemd
     loadable_modules: tuple[str, ...] = ()  # KERNEL_MODULES not loaded that modprobe can load
+    tcg_wrapper: str = ""  # provision/host/tcg.py's wrapper when installed for `emulator`
 
     @property
     def vhost_net_usable(self) -> bool:
@@ -110,6 +112,20 @@ class HostCaps:
         """The libvirt <domain type=...> to render."""
         return "kvm" if self.kvm_usable else "qemu"
 
+    @property
+    def domain_emulator(self) -> str:
+        """The <emulator> of lab domains: for TCG domains the single-threaded wrapper when it
+        is installed (provision/host/tcg.py), else libvirt's QEMU."""
+        wrapped = self.domain_type == "qemu" and self.tcg_wrapper
+        return self.tcg_wrapper if wrapped else self.emulator
+
+    @property
+    def accel(self) -> str:
+        """How lab domains execute, for reports: kvm, or TCG with its thread mode."""
+        if self.domain_type == "kvm":
+            return "kvm"
+        return "tcg single-threaded" if self.tcg_wrapper else "tcg multi-threaded"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, with the derived choices included."""
         data = asdict(self)
@@ -120,6 +136,8 @@ class HostCaps:
         data["backend_reason"] = self.backend_reason
         data["best_ovs_datapath_type"] = self.best_ovs_datapath_type
         data["domain_type"] = self.domain_type
+        data["domain_emulator"] = self.domain_emulator
+        data["accel"] = self.accel
         return data
 
 
@@ -172,6 +190,7 @@ def _caps(kvm_usable: bool, kvm_reason: str, dcaps: DomainCaps | None, full: boo
         daemons=daemon_status() if full else {},
         systemd=systemd_running(),
         loadable_modules=loadable_modules() if full else (),
+        tcg_wrapper=installed_wrapper(dcaps.emulator) if dcaps and not kvm_usable else "",
     )
 
 

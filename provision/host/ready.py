@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+from xml.sax.saxutils import escape as xml_escape
 
 import libvirt
 
@@ -57,7 +58,7 @@ PROBE_DOMAIN_XML = """<domain type='qemu'>
   <memory unit='MiB'>64</memory>
   <vcpu>4</vcpu>
   <os><type arch='x86_64'>hvm</type></os>
-  <devices>
+  <devices>{emulator}
     <interface type='ethernet'>
       <target dev='vlhostprobe0' managed='no'/>
       <model type='virtio'/>
@@ -219,8 +220,9 @@ def _remove_probe_leftovers(conn: libvirt.virConnect) -> None:
     taps.delete_tap(PROBE_TAP)
 
 
-def check_domain_start() -> None:
-    """Start and destroy a transient TCG domain with a 4-queue NIC on a multi_queue tap.
+def check_domain_start(emulator: str = "") -> None:
+    """Start and destroy a transient TCG domain with a 4-queue NIC on a multi_queue tap,
+    run by `emulator` when given (the TCG wrapper lab domains use), else libvirt's default.
 
     Raises HostError with libvirt's message when libvirtd cannot start it. Removes the
     domain and the tap in every case.
@@ -233,7 +235,7 @@ def check_domain_start() -> None:
         except OperationError as exc:
             raise HostError(f"cannot create test tap {PROBE_TAP}: {exc}; is /dev/net/tun "
                             "there?") from None
-        _start_probe_domain(conn)
+        _start_probe_domain(conn, emulator)
     finally:
         try:
             _remove_probe_leftovers(conn)
@@ -241,10 +243,11 @@ def check_domain_start() -> None:
             conn.close()
 
 
-def _start_probe_domain(conn: libvirt.virConnect) -> None:
+def _start_probe_domain(conn: libvirt.virConnect, emulator: str) -> None:
     log = f"/var/log/libvirt/qemu/{PROBE_DOMAIN}.log"
+    element = f"\n    <emulator>{xml_escape(emulator)}</emulator>" if emulator else ""
     try:
-        dom = conn.createXML(PROBE_DOMAIN_XML, 0)
+        dom = conn.createXML(PROBE_DOMAIN_XML.format(emulator=element), 0)
     except libvirt.libvirtError as exc:
         raise HostError(
             f"libvirtd cannot start a QEMU domain: {exc.get_error_message()}; see {log} and "

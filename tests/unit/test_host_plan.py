@@ -8,6 +8,7 @@ import pytest
 
 from provision.errors import HostError
 from provision.host.plan import DAEMON_ORDER, HostAction, plan_host
+from provision.host.tcg import WRAPPER as TCG_WRAPPER
 
 from .helpers import caps
 
@@ -15,16 +16,29 @@ ALL_RUNNING = dict.fromkeys(DAEMON_ORDER, True)
 
 
 def test_a_ready_host_has_nothing_to_do() -> None:
-    ready = dataclasses.replace(caps(), daemons=ALL_RUNNING)
+    ready = dataclasses.replace(caps(), daemons=ALL_RUNNING, tcg_wrapper=str(TCG_WRAPPER))
     plan = plan_host(ready)
     assert plan.actions == () and plan.changed is False
     assert plan.to_dict() == {"actions": [], "changed": False, "check": True}
+
+
+def test_a_tcg_host_without_the_wrapper_installs_it_last() -> None:
+    fresh = dataclasses.replace(caps(), daemons={**ALL_RUNNING, "libvirtd": False})
+    plan = plan_host(fresh)
+    assert [(a.kind, a.target) for a in plan.actions] == [
+        ("start-daemon", "libvirtd"), ("install-file", str(TCG_WRAPPER))]
+    assert "single-threaded" in plan.actions[-1].reason
+
+
+def test_a_kvm_host_needs_no_tcg_wrapper() -> None:
+    assert plan_host(dataclasses.replace(caps(kvm=True), daemons=ALL_RUNNING)).actions == ()
 
 
 def test_a_fresh_host_installs_then_loads_then_starts_in_daemon_order() -> None:
     fresh = dataclasses.replace(
         caps(), missing_packages=("qemu-utils", "openvswitch-switch"),
         loadable_modules=("vhost_net",), daemons=dict.fromkeys(DAEMON_ORDER, False),
+        tcg_wrapper=str(TCG_WRAPPER),
     )  # fmt: skip
     plan = plan_host(fresh)
     assert [(a.kind, a.target) for a in plan.actions] == [
@@ -40,7 +54,7 @@ def test_a_fresh_host_installs_then_loads_then_starts_in_daemon_order() -> None:
 
 def test_daemon_reasons_say_how_they_would_start() -> None:
     stopped = {**ALL_RUNNING, "libvirtd": False}
-    under_systemd = plan_host(dataclasses.replace(caps(), daemons=stopped, systemd=True))
+    under_systemd = plan_host(dataclasses.replace(caps(kvm=True), daemons=stopped, systemd=True))
     assert under_systemd.actions == (
         HostAction("start-daemon", "libvirtd", "not running; `systemctl start libvirtd.service`"),
     )

@@ -109,8 +109,8 @@ actions:
   type: list
   elements: dict
   contains:
-    kind: {description: "install, load-module, start-daemon or build-image", type: str}
-    target: {description: "The package, kernel module, daemon or image", type: str}
+    kind: {description: "install, load-module, start-daemon, install-file, build-image", type: str}
+    target: {description: "The package, kernel module, daemon, file or image", type: str}
     reason: {description: "Why, in one line", type: str}
   sample: [{kind: start-daemon, target: ovsdb-server, reason: "not running; ..."}]
 missing_packages:
