@@ -131,7 +131,7 @@ def make_tap() -> bool:
 
 
 def machine_argv(args: argparse.Namespace, kernel: Path, initrd: Path, cmdline: str) -> list[str]:
-    argv = ["qemu-system-x86_64", "-accel", "tcg", "-machine", args.machine, "-cpu", args.cpu]
+    argv = ["qemu-system-x86_64", "-accel", args.accel, "-machine", args.machine, "-cpu", args.cpu]
     argv += ["-smp", str(args.smp), "-m", str(args.memory), "-display", "none"]
     argv += ["-nodefaults", "-no-user-config"]
     argv += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline]
@@ -223,6 +223,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--machine", default="pc", help="pc (as the lab template) or q35")
     parser.add_argument("--cpu", default="qemu64", help="CPU model (qemu64: libvirt's TCG default)")
+    parser.add_argument("--accel", default="tcg,thread=single",
+                        help="as lab domains run under TCG (provision/host/tcg.py); "
+                        "tcg: QEMU's default, one thread per vCPU")
     parser.add_argument("--smp", type=int, default=4)
     parser.add_argument("--memory", type=int, default=256, help="MiB")
     parser.add_argument("--queues", type=int, default=4)
