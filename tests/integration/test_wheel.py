@@ -1,8 +1,10 @@
 """The wheel works anywhere: built from this checkout, installed in a fresh venv outside it,
-its `provision` renders and plans what the checkout renders and plans (issue 12, part 1).
+its `provision` renders and plans what the checkout renders and plans, and brings the demo
+lab up, verifies it and tears it down (issue 12, part 1).
 
 Integration, not unit: `render` asks libvirtd for the emulator and reads the image cache, and
-`plan` reads OVSDB and libvirt. Nothing here changes the host.
+`plan` reads OVSDB and libvirt. Only the last test changes the host: the demo lab (under a
+name of its own) goes up and down again.
 
 No network. pip builds with this venv's setuptools (``--no-build-isolation``; the ``test``
 extra brings a setuptools that can) and installs the wheel alone (``--no-deps``). The fresh
@@ -25,10 +27,11 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import libvirt
 import pytest
 import yaml
 
-from .conftest import unique_name
+from .conftest import force_cleanup, unique_name
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -152,3 +155,29 @@ def test_installed_render_and_plan_match_the_checkout(installed: Installed) -> N
                                         cwd=installed.elsewhere, env=installed.env))
         assert ours[command] == theirs, command
     assert [d["xml"].startswith("<domain type=") for d in ours["render"]["domains"]] == [True] * 3
+
+
+def test_installed_provision_runs_the_demo_lab(installed: Installed,
+                                               conn: libvirt.virConnect) -> None:
+    """up, a no-op up, verify (every check passes) and down, all by the wheel's `provision`
+    from a directory that is not the checkout."""
+    lab = _demo_copy(installed.elsewhere)
+    name = yaml.safe_load(lab.read_text())["all"]["vars"]["lab"]["name"]
+    wheel = [installed.venv / "bin" / "provision"]
+
+    def provision(*args: str) -> dict:
+        return json.loads(_run([*wheel, *args], cwd=installed.elsewhere, env=installed.env))
+
+    try:
+        up = provision("up", lab.name, "--json")
+        assert up["changed"] and len(up["agent_seconds"]) == 3, up
+        assert provision("up", lab.name, "--json")["changed"] is False
+        report = provision("verify", lab.name, "--json", "-")
+        failed = [c for c in report["checks"] if c["status"] == "fail"]
+        assert report["passed"] and not failed, failed
+        assert {c["hop"] for c in report["checks"] if c["status"] == "pass"} >= {
+            "domain", "qemu", "tap", "ovs", "guest", "reach", "isolation"}
+        provision("down", lab.name, "--json")
+        assert [d.name() for d in conn.listAllDomains() if d.name().startswith(name)] == []
+    finally:
+        force_cleanup(conn, name, lab)
