@@ -22,6 +22,7 @@ DOT_MISSING = ("Graphviz's dot is not installed: run `provision host prepare` (i
 def graph(args: argparse.Namespace) -> int:
     from provision.cli.commands import check_output_path
     from provision.engine.converge import observe_lab, open_backends
+    from provision.engine.lab import lab_inventory
     from provision.report import graph as picture
     from provision.report.marks import read_report
     from provision.verify.runner import load_for_verify
@@ -29,11 +30,12 @@ def graph(args: argparse.Namespace) -> int:
     if args.svg is not None:
         check_output_path("--svg", args.svg)
     report = read_report(args.verify) if args.verify is not None else None
-    whole, _here, want, _caps = load_for_verify(args.lab, args.host, args.inventory)
-    if report is not None and report["lab"] != whole.name:
+    name = lab_inventory(args.lab, args.inventory).lab.name
+    if report is not None and report["lab"] != name:
         raise SpecError(f"--verify {args.verify}", f"is the report of lab {report['lab']!r}, "
-                        f"not of lab {whole.name} ({args.lab}); pass the report of "
+                        f"not of lab {name} ({args.lab}); pass the report of "
                         f"`provision verify {args.lab} --json FILE`")
+    whole, _here, want, _caps = load_for_verify(args.lab, args.host, args.inventory)
     with open_backends() as b:
         observed = observe_lab(b, want.lab, want)
     backends = observed_backends(whole, observed)
