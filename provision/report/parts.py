@@ -73,7 +73,7 @@ def draw_vm(sc: Scene, g: graphviz.Digraph, host: str | None, vm: VmSpec,
     dom = seen.domains.get(dom_name) if seen else None
     state = "remote" if seen is None else "present" if dom else "absent"
     lines = [f"{vm.name} ({dom_name})",
-             f"{(dom.facts.get('vcpus') if dom else None) or vm.vcpus} vCPUs"]
+             _vcpus((dom.facts.get("vcpus") if dom else None) or vm.vcpus)]
     if dom is not None and seen is not None:
         lines[-1] += f", {_run_state(dom, seen)}"
         if not owned_by(dom.owner, sc.lab.name):
@@ -86,6 +86,10 @@ def draw_vm(sc: Scene, g: graphviz.Digraph, host: str | None, vm: VmSpec,
     for i, nic in enumerate(vm.nics):
         port = draw_port(sc, g, host, vm, i, nic, seen)
         sc.edge(nic_ids[i], port, dir="none")
+
+
+def _vcpus(count: int | None) -> str:
+    return f"{count} vCPU{'' if count == 1 else 's'}"
 
 
 def _run_state(dom: ObservedDomain, seen: ObservedLab) -> str:
@@ -224,7 +228,7 @@ def draw_unexpected(sc: Scene, g: graphviz.Digraph, host: str | None, seen: Obse
 def _draw_unexpected_domain(sc: Scene, g: graphviz.Digraph, host: str | None,
                             dom: ObservedDomain, port_ids: Mapping[str, str]) -> None:
     state = "running" if dom.running else "shut off"
-    lines = [dom.name, f"{dom.facts.get('vcpus')} vCPUs, {state}"]
+    lines = [dom.name, f"{_vcpus(dom.facts.get('vcpus'))}, {state}"]
     placed = next((vm.host for vm in sc.lab.vms
                    if domain_name(sc.lab.name, vm.name) == dom.name), None)
     if placed is not None:

@@ -10,17 +10,20 @@ import dataclasses
 import json
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import graphviz
 import pytest
 
 from provision.core.desired import DesiredLab, desired_state
+from provision.core.inventory import load_lab
 from provision.core.observed import ObservedDomain, ObservedLab, ObservedPort
 from provision.core.owner import Owner
 from provision.core.spec import Lab, parse_lab
 from provision.core.tunnels import desired_tunnels, tunnel_name
 from provision.report.graph import dot_to_svg, lab_dot, lab_graph, lab_svg
+from provision.report.marks import Element, report_marks
 from provision.verify import host_checks, matrix
 from provision.verify.model import Check, VerifyReport, skipped, verdict
 
@@ -330,3 +333,50 @@ def test_an_unowned_domain_in_observed_is_not_drawn_as_the_lab_s() -> None:
                                                seen.domains["ut-vm1"].facts)
     pic = laid_out(lab_dot(spec, seen))
     assert not any("other" in c for c in pic.clusters)
+
+
+# -- a real report -----------------------------------------------------------------------
+SAMPLES = Path(__file__).with_name("verify_samples")
+
+
+def sample() -> tuple[Lab, ObservedLab, dict[str, Any]]:
+    """The lab of ``lab-gsample.yml`` (a trunk router, a VM with two access NICs) as `up`
+    left it, and ``report-gsample.json``: `provision verify --json` of that lab on the
+    development machine (userspace backend, netdev datapath), 26 passed and 3 skipped."""
+    spec = load_lab(SAMPLES / "lab-gsample.yml")
+    _, seen = in_sync_lab(spec)
+    return spec, seen, json.loads((SAMPLES / "report-gsample.json").read_text())
+
+
+def test_every_check_of_a_real_report_lands_on_an_element() -> None:
+    spec, seen, report = sample()
+    pic = laid_out(lab_dot(spec, seen, report))
+    assert pic.caption[1:] == ["verify PASSED: 26 passed, 0 failed, 3 skipped; "
+                               "QEMU backend userspace"]  # no check left on nothing drawn
+    marks = report_marks(report, spec)
+    assert not marks.unplaced
+    assert {e.kind for e in marks.by_element} == {"vm", "nic", "port", "bridge", "pair"}
+    assert [m.name for m in marks.of(Element("nic", None, "rtr/0"))] == [
+        "domain.nic", "qemu.netdev", "guest.nic", "reach", "queues"]  # VLAN 20 has nothing
+    # to ping (skipped), VLAN 10's queues are the NIC's
+    assert {m.name for m in marks.of(Element("port", None, "gsample-a-1"))} == {"tap",
+                                                                                "ovs.port"}
+    for name in ("cluster_vm/rtr", "cluster_vm/a", "nic/rtr/0", "nic/a/0", "nic/a/1",
+                 "port/gsample-rtr-0", "port/gsample-a-0", "port/gsample-a-1",
+                 "bridge/br-gsample"):
+        item = pic.nodes.get(name) or pic.clusters[name]
+        assert item["fillcolor"] == "#c8e6c9", name
+    assert "2 queues, userspace" in pic.label("nic/rtr/0")  # the report's qemu.netdev
+    assert "1 vCPU" in pic.label("cluster_vm/a")[1]
+
+
+def test_one_failure_in_a_real_report_turns_its_element_red() -> None:
+    spec, seen, report = sample()
+    check = next(c for c in report["checks"]
+                 if c["name"] == "ovs.port" and c["target"] == "gsample/a/1")
+    check.update(status="fail", detail="tag is 30, want 20")
+    pic = laid_out(lab_dot(spec, seen, report))
+    assert pic.nodes["port/gsample-a-1"]["fillcolor"] == "#ffcdd2"
+    assert pic.label("port/gsample-a-1")[-1] == "FAIL ovs.port"
+    assert pic.nodes["port/gsample-a-0"]["fillcolor"] == "#c8e6c9"
+    assert pic.caption[1].startswith("verify FAILED: 25 passed, 1 failed, 3 skipped")
