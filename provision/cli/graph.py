@@ -8,15 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from provision.core.observed import ObservedLab
 from provision.core.owner import domain_name, nic_mac
 from provision.core.spec import Lab
-from provision.errors import HostError, OperationError, SpecError
-
-DOT_MISSING = ("Graphviz's dot is not installed: run `provision host prepare` (it installs "
-               "the graphviz package), or apt-get install graphviz")
+from provision.errors import OperationError, SpecError
 
 
 def graph(args: argparse.Namespace) -> int:
@@ -43,25 +39,12 @@ def graph(args: argparse.Namespace) -> int:
     if args.svg is None:
         print(json.dumps({"dot": dot}) if args.json else dot, end="\n" if args.json else "")
         return 0
-    _write(args.svg, _svg(picture, dot))
+    _write(args.svg, picture.dot_to_svg(dot))
     if args.json:
         print(json.dumps({"svg": args.svg}))
     else:
         print(f"lab {whole.name}: picture written to {args.svg}")
     return 0
-
-
-def _svg(picture: Any, dot: str) -> str:
-    import graphviz
-
-    try:
-        svg: str = picture.dot_to_svg(dot)
-    except graphviz.ExecutableNotFound:
-        raise HostError(DOT_MISSING) from None
-    except graphviz.CalledProcessError as exc:
-        raise OperationError(f"Graphviz's dot failed (exit {exc.returncode}): "
-                             f"{(exc.stderr or b'').decode(errors='replace').strip()}") from None
-    return svg
 
 
 def _write(path: str, svg: str) -> None:

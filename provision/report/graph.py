@@ -35,9 +35,13 @@ import graphviz
 
 from provision.core.observed import ObservedLab
 from provision.core.spec import Lab
+from provision.errors import HostError, OperationError
 from provision.report import parts
 from provision.report.marks import check_report, report_marks
 from provision.report.scene import Scene, text
+
+DOT_MISSING = ("Graphviz's dot is not installed: run `provision host prepare` (it installs "
+               "the graphviz package), or apt-get install graphviz")
 
 
 def lab_graph(lab: Lab, observed: ObservedLab, report: Mapping[str, Any] | None = None, *,
@@ -108,9 +112,18 @@ def title(lab: Lab, host: str | None, report: Mapping[str, Any] | None, scene: S
 
 
 def dot_to_svg(dot: str) -> str:
-    """SVG of the DOT source ``dot``, laid out by Graphviz's ``dot`` (the `graphviz` Debian
-    package). ``graphviz.ExecutableNotFound`` when it is not installed."""
-    svg: str = graphviz.Source(dot).pipe(format="svg", encoding="utf-8")
+    """SVG of the DOT source ``dot``, laid out by Graphviz's ``dot`` (the Debian package
+    ``graphviz``): HostError (exit 4) when it is not installed, OperationError when it
+    fails."""
+    try:
+        svg: str = graphviz.Source(dot).pipe(format="svg", encoding="utf-8")
+    except graphviz.ExecutableNotFound:
+        raise HostError(DOT_MISSING) from None
+    except graphviz.CalledProcessError as exc:
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) \
+            else str(exc.stderr or "")
+        raise OperationError(f"Graphviz's dot failed (exit {exc.returncode}): "
+                             f"{err.strip()}") from None
     return svg
 
 

@@ -380,3 +380,13 @@ def test_one_failure_in_a_real_report_turns_its_element_red() -> None:
     assert pic.label("port/gsample-a-1")[-1] == "FAIL ovs.port"
     assert pic.nodes["port/gsample-a-0"]["fillcolor"] == "#c8e6c9"
     assert pic.caption[1].startswith("verify FAILED: 25 passed, 1 failed, 3 skipped")
+
+
+def test_dot_errors_are_typed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from provision.errors import HostError, OperationError
+
+    with pytest.raises(OperationError, match="Graphviz's dot failed"):
+        dot_to_svg("digraph { a -> }")
+    monkeypatch.setenv("PATH", "/nonexistent")  # a host without the graphviz package
+    with pytest.raises(HostError, match="run `provision host prepare`"):
+        dot_to_svg("digraph { a }")
