@@ -250,6 +250,27 @@ def _add_lab_commands(sub: Any) -> None:
     _add_placement(p, "verify the VMs whose `host:` is NAME, their tunnels, and their pairs "
                    "with VMs on other hosts (default: every VM, here)")
     p.set_defaults(func=_commands("verify"))
+    _add_graph(sub)
+
+
+def _add_graph(sub: Any) -> None:
+    """`provision graph`: the lab as a picture (``provision.cli.graph``)."""
+    p = sub.add_parser("graph", help="the lab as a picture: DOT, or SVG with --svg; coloured "
+                       "by a verify report with --verify")
+    _add_lab(p)
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--svg", metavar="FILE", help="write the picture as SVG to FILE")
+    form.add_argument("--dot", action="store_true",
+                      help="print the picture's Graphviz DOT source (the default)")
+    p.add_argument("--verify", metavar="REPORT",
+                   help="colour each element by the checks of REPORT, the JSON of "
+                   "`provision verify LAB --json REPORT`")
+    p.add_argument("--json", action="store_true",
+                   help='print {"dot": TEXT}, or {"svg": FILE} with --svg')
+    _add_placement(p, "this host is NAME: draw its VMs as it holds them, and the VMs of the "
+                   "lab's other hosts from the lab file, one cluster per host (default: "
+                   "every VM, here)")
+    p.set_defaults(func=Command("provision.cli.graph", "graph"))
 
 
 def _add_hosts_commands(sub: Any) -> None:

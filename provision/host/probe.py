@@ -36,6 +36,7 @@ REQUIRED_PACKAGES: tuple[str, ...] = (
     "qemu-guest-agent", "ethtool", "iperf3", "iproute2", "libxml2-utils",
     "openssh-server",  # sshd of the namespace hypervisors (`provision hosts`)
     "mmdebstrap", "debian-archive-keyring", "e2fsprogs", "grub-pc-bin",  # image build debian
+    "graphviz",  # dot, which lays out `provision graph`
 )  # fmt: skip
 
 # Kernel modules `host prepare` loads when the kernel has them but has not loaded them.

@@ -22,7 +22,7 @@ TIMEOUTS = ["nan", "NaN", "inf", "-inf", "1e309", "-1", "0", "0.0", "-0", "1e-9"
 # "h\udcffst" is what Python makes of a host name that is not UTF-8 on the real command line.
 HOSTS = ["localhost", "hv1", "nosuch", "", " localhost", "--json", "-", "\x1b[31m", "ü",
          "h\udcffst"]
-LAB_SUBCOMMANDS = [["render"], ["plan"], ["up"], ["down"], ["status"], ["verify"]]
+LAB_SUBCOMMANDS = [["render"], ["plan"], ["up"], ["down"], ["status"], ["verify"], ["graph"]]
 OTHER_SUBCOMMANDS = [
     ["host", "check"], ["host", "prepare", "--check"], ["host"], ["image"], ["host", "bogus"],
     ["bogus"], [], ["-h"], ["render", "--help"], ["--json"], ["schema"], ["graph"],

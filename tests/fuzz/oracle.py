@@ -39,7 +39,7 @@ WARNING_PREFIX = "provision: warning: "
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 PROCESS_TIMEOUT = 20.0  # seconds; the CLI starts in about 1 s here
 PROCESS_MEMORY = 1 << 30  # bytes of address space; the CLI runs in well under 512 MiB
-LAB_COMMANDS = ("render", "plan", "up", "down", "status", "verify")
+LAB_COMMANDS = ("render", "plan", "up", "down", "status", "verify", "graph")
 # Where design.md says what a lab name may be after issue 8: no '-' any more.
 LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 
@@ -131,7 +131,7 @@ def safe_to_run(args: argparse.Namespace | None) -> bool:
     if args is None:  # main fails parsing it the same way, before any command runs
         return True
     command = args.func.__name__
-    if command in ("render", "plan_cmd", "status", "verify", "host_check"):
+    if command in ("render", "plan_cmd", "status", "verify", "host_check", "graph"):
         return True
     if command == "host_prepare":
         return bool(args.check)

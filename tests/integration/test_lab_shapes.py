@@ -11,8 +11,10 @@ The lab (small TCG guests, 128 MiB):
     vm4  4 vCPUs, queues 4 (router)   br1 trunk 10, 20, 30: VLAN interfaces .10 and .20
     vm5  1 vCPU, queues 1             br2 untagged     10.62.0.5/24
 
-Then the queue count of a running NIC crosses 1 and N both ways through `up`, and a port that
-OVS cannot attach (its tap deleted from outside) shows in `plan` and is repaired by `up`.
+`provision graph --svg --verify` draws it: every bridge, VM, NIC and port, with the real
+queue counts, green. Then the queue count of a running NIC crosses 1 and N both ways through
+`up`, and a port that OVS cannot attach (its tap deleted from outside) shows in `plan` and is
+repaired by `up`.
 """
 
 from __future__ import annotations
@@ -181,6 +183,52 @@ def test_verify_passes_and_covers_trunk_vlans(shaped: ShapesLab) -> None:
         target = f"{n}/{nic.vm}/{nic.index}"
         for check in ("domain.nic", "qemu.netdev", "tap", "ovs.port", "guest.nic"):
             assert by[(check, target)] == "pass", (check, target)
+
+
+def _svg_nodes(svg: str) -> dict[str, tuple[list[str], set[str]]]:
+    """Each node and cluster of a picture, by <title>: its text lines and fill colours."""
+    ns = "{http://www.w3.org/2000/svg}"
+    out = {}
+    for g in ET.fromstring(svg).iter(f"{ns}g"):
+        title = g.find(f"{ns}title")
+        if title is not None and g.get("class") in ("node", "cluster"):
+            texts = [t.text or "" for t in g.iter(f"{ns}text")]
+            fills = {e.get("fill", "") for e in g.iter() if e.tag in (f"{ns}path",
+                                                                     f"{ns}polygon")}
+            out[str(title.text)] = (texts, fills)
+    return out
+
+
+def test_graph_draws_the_lab_with_its_real_queues_coloured_by_verify(
+        shaped: ShapesLab, tmp_path: Path) -> None:
+    report, svg = tmp_path / "report.json", tmp_path / "lab.svg"
+    provision("verify", str(shaped.path), "--json", str(report))
+    assert provision_json("graph", str(shaped.path), "--svg", str(svg), "--verify",
+                          str(report)) == {"svg": str(svg)}
+    nodes = _svg_nodes(svg.read_text())
+    backends = {c["target"]: c["evidence"]["backend"] for c in
+                json.loads(report.read_text())["checks"] if c["name"] == "qemu.netdev"}
+    green = "#c8e6c9"
+    for br in shaped.doc["bridges"]:
+        assert green in nodes[f"bridge/{br['name']}"][1], nodes[f"bridge/{br['name']}"]
+    for vm in shaped.doc["vms"]:
+        texts, fills = nodes[f"cluster_vm/{vm['name']}"]
+        vcpus = f"{vm['vcpus']} vCPU{'s' if vm['vcpus'] > 1 else ''}"
+        assert f"{vcpus}, running, agent answers" in texts and green in fills, texts
+    for nic in shaped.nics():
+        texts, fills = nodes[f"nic/{nic.vm}/{nic.index}"]
+        queues = f"{nic.queues} queue{'s' if nic.queues > 1 else ''}"
+        backend = backends[f"{shaped.name}/{nic.vm}/{nic.index}"]
+        assert f"{queues}, {backend}" in texts and green in fills, (nic, texts, fills)
+        assert any(t.startswith(f"guest: {nic.queues} combined") for t in texts), texts
+        texts, fills = nodes[f"port/{shaped.tap(nic)}"]
+        kind = "multi_queue" if nic.queues > 1 else "single queue"
+        assert f"tap {kind}, {nic.queues} attached" in texts and green in fills, texts
+        vlan = (f"VLAN {nic.tag}" if nic.tag else
+                f"trunks {','.join(map(str, nic.trunks))}" if nic.trunks else "untagged")
+        assert any(t.startswith(f"OVS {vlan}, ofport ") for t in texts), texts
+    dot = provision("graph", str(shaped.path)).stdout  # no --svg: the DOT source
+    assert dot.startswith(f"digraph {shaped.name} {{") and "fillcolor=white" in dot
 
 
 def test_second_up_and_plan_are_in_sync(shaped: ShapesLab) -> None:

@@ -18,7 +18,7 @@ from provision.cli.parser import Command, build_parser
 REPO = Path(__file__).resolve().parents[2]
 # What the commands use and the parser must not import: each costs 20 to 150 ms at start.
 HEAVY = ("pyroute2", "libvirt", "libvirt_qemu", "ovsdbapp", "ovs", "pydantic", "pydantic_core",
-         "rich", "jinja2", "pycdlib", "yaml")
+         "rich", "jinja2", "pycdlib", "yaml", "graphviz")
 PARSE = """
 import contextlib, io
 from provision.cli.main import build_parser, main
@@ -55,6 +55,15 @@ def test_the_engine_imports_pyroute2_and_pycdlib_only_when_used() -> None:
     assert _imported(code, ("pyroute2", "pycdlib")) == []
 
 
+def test_only_the_graph_command_imports_graphviz() -> None:
+    """graphviz (~35 ms) is for `provision graph`: the other commands' modules, verify
+    included, do not load it; the graph command's module does."""
+    code = ("import provision.cli.commands, provision.cli.status, provision.verify, "
+            "provision.cli.graph, provision.report.marks")
+    assert _imported(code, ("graphviz",)) == []
+    assert "graphviz" in _imported("import provision.report.graph", ("graphviz",))
+
+
 def test_reading_links_and_the_state_directory_import_no_pyroute2() -> None:
     """plan, up, verify and status read the taps (``backends.netlink``) and the state
     directory; only writing a link imports pyroute2, and with it asyncio (~130 ms)."""
@@ -77,7 +86,7 @@ def _commands(parser: argparse.ArgumentParser, words: str = "") -> Iterator[tupl
 
 def test_every_command_names_a_function_that_exists() -> None:
     found = dict(_commands(build_parser()))
-    assert {"up", "plan", "host check", "image build", "hosts exec"} <= set(found)
+    assert {"up", "plan", "host check", "image build", "hosts exec", "graph"} <= set(found)
     for words, func in found.items():
         assert isinstance(func, Command), words
         target = getattr(importlib.import_module(func.module), func.__name__, None)
