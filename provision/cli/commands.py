@@ -25,6 +25,7 @@ from provision.errors import HostError, OperationError, SpecError
 
 if TYPE_CHECKING:
     from provision.core import plan
+    from provision.verify.model import VerifyReport
 
 # Piped output keeps whole rows: a table cut at 80 columns helps no script or log reader.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -310,7 +311,8 @@ def verify(args: argparse.Namespace) -> int:
     from provision.verify import output, verify_lab
 
     to_stdout = args.json == "-"
-    files = [(flag, path) for flag, path in (("--json", args.json), ("--junit", args.junit))
+    files = [(flag, path) for flag, path in (("--json", args.json), ("--junit", args.junit),
+                                              ("--html", args.html))
              if path is not None and not (flag == "--json" and to_stdout)]
     for flag, path in files:  # before the work: a typo must not cost a whole verify
         check_output_path(flag, path)
@@ -321,7 +323,7 @@ def verify(args: argparse.Namespace) -> int:
         print(output.to_json(report))
     else:
         output.print_report(out, report)
-    writers = {"--json": output.write_json, "--junit": output.write_junit}
+    writers = {"--json": output.write_json, "--junit": output.write_junit, "--html": _write_html}
     for flag, path in files:
         try:
             writers[flag](report, path)
@@ -330,6 +332,13 @@ def verify(args: argparse.Namespace) -> int:
             raise OperationError(f"{flag}: cannot write {path}: {exc.strerror or exc} "
                                  f"(verify {verdict}; the report is not saved)") from None
     return 0 if report.passed else 1
+
+
+def _write_html(report: VerifyReport, path: str) -> None:
+    from provision.report.html import write_html
+
+    topology_svg = None  # TODO(graph): provision.report.graph.lab_svg(lab, observed, report)
+    write_html(report.to_dict(), path, topology_svg)
 
 
 def schema(args: argparse.Namespace) -> int:
@@ -348,7 +357,8 @@ def schema(args: argparse.Namespace) -> int:
     return 0
 
 
-OUTPUT_EXAMPLES = {"--json": "report.json", "--junit": "junit.xml", "--output": "lab.schema.json"}
+OUTPUT_EXAMPLES = {"--json": "report.json", "--junit": "junit.xml", "--html": "report.html",
+                   "--output": "lab.schema.json"}
 
 
 def check_output_path(flag: str, path: str) -> None:
