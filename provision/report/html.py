@@ -73,10 +73,19 @@ def _status(value: Any) -> str:
     return value if value in STATUSES else "unknown"
 
 
-def _evidence_text(evidence: Any) -> str:
-    if isinstance(evidence, str):
+def _evidence_text(evidence: Any, indent: str = "") -> str:
+    """Evidence as indented JSON, a list of scalars (per-queue counts) on one line."""
+    if isinstance(evidence, str) and not indent:
         return evidence
-    return json.dumps(evidence, indent=2, sort_keys=False, default=str)
+    inner = indent + "  "
+    if isinstance(evidence, dict) and evidence:
+        items = [f"{inner}{json.dumps(str(k))}: {_evidence_text(v, inner)}"
+                 for k, v in evidence.items()]
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    if isinstance(evidence, list) and any(isinstance(v, dict | list) for v in evidence):
+        items = [f"{inner}{_evidence_text(v, inner)}" for v in evidence]
+        return "[\n" + ",\n".join(items) + f"\n{indent}]"
+    return json.dumps(evidence, default=str)
 
 
 def _hop(check: Mapping[str, Any]) -> str:

@@ -3,6 +3,7 @@ reader the browser tests use (tests/chromium_page.py), without a browser."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections import defaultdict
@@ -106,7 +107,7 @@ def test_hostile_text_from_the_lab_file_or_guests_is_never_markup(where: str) ->
         check[where] = HOSTILE
     page = render_html(data, None)
     dom = parse_dom(page)
-    assert dom.scripts == 0 and "<script" not in page
+    assert dom.active == 0 and "<script" not in page
     assert "&lt;script&gt;" in page
     assert len(dom.rows) == 1
 
@@ -208,3 +209,13 @@ def test_a_report_with_no_checks_renders() -> None:
     page = render_html({"lab": "t", "passed": True, "checks": []}, None)
     dom = parse_dom(page)
     assert dom.rows == [] and "The report has no checks." in page
+
+
+def test_evidence_is_json_that_reads_back_with_queue_counts_on_one_line() -> None:
+    evidence = {**queues_evidence([7, 5], [6, 6]), "ovs": {"rx_packets": 8, "source": "x"},
+                "problems": ["a", "b"], "nested": [{"k": [1]}], "empty": {}}
+    page = render_html(report(verdict("queues", "t/vm1/0", ["a", "b"], evidence)), None)
+    (pre,) = re.findall(r"<pre>(.*?)</pre>", page, re.S)
+    text = html.unescape(pre)
+    assert json.loads(text) == {**evidence, "problems": ["a", "b"]}
+    assert '"rx_packets": [7, 5],' in text
