@@ -18,6 +18,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 FAIL_RED = (0xC6, 0x28, 0x28)  # --fail in templates/report.css
+ACTIVE = frozenset({"script", "img", "iframe", "object", "embed"})
 
 
 def find_chromium() -> str | None:
@@ -32,7 +33,7 @@ class Dom:
     failing_links: list[str] = field(default_factory=list)  # hrefs of the summary's list
     charts: list[list[tuple[str, float]]] = field(default_factory=list)  # (class, height)
     topology: str = ""  # "svg", "placeholder" or ""
-    scripts: int = 0
+    active: int = 0  # script, img, iframe, object and embed elements: the page has none
     title: str = ""
 
 
@@ -62,7 +63,7 @@ class _DomParser(HTMLParser):
             self.dom.topology = "svg"
         elif "topology-missing" in classes:
             self.dom.topology = "placeholder"
-        self.dom.scripts += tag == "script"
+        self.dom.active += tag in ACTIVE
         self._in_title = tag == "title" and not self.dom.title
 
     def handle_endtag(self, tag: str) -> None:
@@ -91,16 +92,36 @@ class Png:
     channels: int
     pixels: bytes  # rows of width * channels bytes, unfiltered
 
-    def count_near(self, rgb: tuple[int, int, int], tolerance: int = 24) -> int:
-        """Pixels within ``tolerance`` of ``rgb`` on every channel."""
+    def rows_near(self, rgb: tuple[int, int, int], tolerance: int = 24) -> list[int]:
+        """Per pixel row, how many of its pixels are within ``tolerance`` of ``rgb`` on
+        every channel."""
         r0, g0, b0 = rgb
-        n, step = 0, self.channels
-        px = self.pixels
-        for i in range(0, len(px), step):
-            if (abs(px[i] - r0) <= tolerance and abs(px[i + 1] - g0) <= tolerance
-                    and abs(px[i + 2] - b0) <= tolerance):
-                n += 1
-        return n
+        step, stride, px = self.channels, self.width * self.channels, self.pixels
+        out = []
+        for y in range(self.height):
+            n = 0
+            for i in range(y * stride, (y + 1) * stride, step):
+                if (abs(px[i] - r0) <= tolerance and abs(px[i + 1] - g0) <= tolerance
+                        and abs(px[i + 2] - b0) <= tolerance):
+                    n += 1
+            out.append(n)
+        return out
+
+    def count_near(self, rgb: tuple[int, int, int], tolerance: int = 24) -> int:
+        return sum(self.rows_near(rgb, tolerance))
+
+    def bands(self, rgb: tuple[int, int, int], gap: int = 8) -> list[tuple[int, int]]:
+        """The vertical stretches (first and last pixel row) holding ``rgb``, stretches
+        less than ``gap`` rows apart counted as one."""
+        out: list[tuple[int, int]] = []
+        for y, n in enumerate(self.rows_near(rgb)):
+            if not n:
+                continue
+            if out and y - out[-1][1] <= gap:
+                out[-1] = (out[-1][0], y)
+            else:
+                out.append((y, y))
+        return out
 
 
 def _paeth(a: int, b: int, c: int) -> int:
