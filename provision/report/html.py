@@ -93,7 +93,7 @@ def _hop(check: Mapping[str, Any]) -> str:
 
 
 def rows(report: Mapping[str, Any]) -> list[Row]:
-    """One ``Row`` per check, in the report's order, each with its queue chart if it has one."""
+    """One ``Row`` per check, in the report's order, with its per-queue counts if it has any."""
     out = []
     for i, check in enumerate(report.get("checks", [])):
         evidence = check.get("evidence", "")
@@ -169,7 +169,8 @@ def render_html(report: Mapping[str, Any], topology_svg: str | None, *,
     )
 
 
-def write_html(report: Mapping[str, Any], path: str | Path, topology_svg: str | None,
-               **kwargs: Any) -> None:
+def write_html(report: Mapping[str, Any], path: str | Path, topology_svg: str | None, *,
+               topology_note: str = NO_PICTURE) -> None:
     """``render_html`` into ``path`` (UTF-8)."""
-    Path(path).write_text(render_html(report, topology_svg, **kwargs), encoding="utf-8")
+    page = render_html(report, topology_svg, topology_note=topology_note)
+    Path(path).write_text(page, encoding="utf-8")
