@@ -1,7 +1,10 @@
 """`provision verify --html` pages as headless Chromium renders them, from a stored report
-(tests/unit/verify_samples/report-wrong-vlan.json: the demo lab's shape with vm1's port
-tagged 300 instead of 100) and variants of it: no VM boots, a few seconds of Chromium each.
-The same check against a live lab's broken hop is in tests/integration/test_verify.py."""
+and variants of it: no VM boots, a few seconds of Chromium each.
+
+tests/unit/verify_samples/report-wrong-vlan.json is a real `verify --json` report, saved by
+tests/integration/test_verify.py's wrong-VLAN test on this machine (2026-11-25): three
+2-vCPU VMs with 2-queue NICs, vm1's port tagged 300 instead of 100, so ovs.port, reach,
+both queues checks and l4.tcp fail. That test opens the page of a live lab the same way."""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ def healthy() -> dict[str, Any]:
             check.update(status="pass", detail="")
             check["evidence"].pop("problems", None)
         if check["name"] == "queues" and check["status"] == "pass":
-            check["evidence"].update(rx_packets=[6, 5, 7, 6], tx_packets=[7, 5, 6, 6])
+            check["evidence"].update(rx_packets=[6, 5], tx_packets=[7, 5])
     data["passed"] = True
     return data
 
