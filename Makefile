@@ -8,9 +8,21 @@ LAB ?= inventory/demo.yml
 COLLECTION := playbooks/collections/ansible_collections/virtio_lab/lab
 # What pip needs to build libvirt-python; `provision host prepare` installs the rest.
 BOOTSTRAP_PKGS := libvirt-dev pkg-config gcc python3-dev python3-venv
+# What only the tests use: headless Chromium opens `verify --html` pages (tests/chromium_page.py).
+TEST_PKGS := chromium
 
-.PHONY: demo demo-multihost demo-multihost-down test venv host image image-debian lint unit \
-	integration fuzz \
+# $(call apt_missing,PACKAGES,WHAT): apt-get install those of PACKAGES not installed yet.
+define apt_missing
+missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+  | grep -q 'ok installed' || echo $$p; done); \
+if [ -n "$$missing" ]; then \
+  echo "installing $(2): $$missing"; \
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+fi
+endef
+
+.PHONY: demo demo-multihost demo-multihost-down test test-tools venv host image image-debian \
+	lint unit integration fuzz \
 	bench clean-lab schema sanity
 
 demo: host image
@@ -32,18 +44,17 @@ demo-multihost-down: venv
 	$(BIN)/provision hosts down
 
 # tests/ includes tests/fuzz, here with its small, derandomized CI budget (about a minute).
-test: host image image-debian lint sanity
-	VIRTIO_LAB_FUZZ=ci $(BIN)/pytest -v -rs tests
+# VIRTIO_LAB_REQUIRE_CHROMIUM: the browser tests fail rather than skip without Chromium.
+test: host image image-debian lint sanity test-tools
+	VIRTIO_LAB_FUZZ=ci VIRTIO_LAB_REQUIRE_CHROMIUM=1 $(BIN)/pytest -v -rs tests
+
+test-tools:
+	@$(call apt_missing,$(TEST_PKGS),test tools)
 
 venv: $(BIN)/.installed
 
 $(BIN)/.installed: pyproject.toml
-	@missing=$$(for p in $(BOOTSTRAP_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
-	  | grep -q 'ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  echo "installing build prerequisites: $$missing"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
-	fi
+	@$(call apt_missing,$(BOOTSTRAP_PKGS),build prerequisites)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
@@ -74,16 +85,16 @@ sanity: venv
 	$(BIN)/python tests/sanity/get_pip.py --cache
 	cd $(COLLECTION) && $(abspath $(BIN))/ansible-test sanity --venv --python 3.11 --color no
 
-unit: venv
-	$(BIN)/pytest -q tests/unit
+unit: venv test-tools
+	VIRTIO_LAB_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q tests/unit
 
 # The lab file's JSON Schema that inventory/*.yml name for editors, regenerated from the spec
 # models after a change to them (tests/unit/test_schema.py fails until it is).
 schema: venv
 	$(BIN)/provision schema --output schema/lab.schema.json
 
-integration: host image
-	$(BIN)/pytest -v -rs tests/integration
+integration: host image test-tools
+	VIRTIO_LAB_REQUIRE_CHROMIUM=1 $(BIN)/pytest -v -rs tests/integration
 
 # The fuzzer with ten times the examples and a fresh random seed each run (VIRTIO_LAB_FUZZ=long;
 # see tests/fuzz/conftest.py); `make fuzz FUZZ_PROFILE=shrink` minimises a CI failure instead.

@@ -1,5 +1,7 @@
-"""Shared fixtures: the regenerate switch for golden files, and the collection as Galaxy ships
-it (built and installed with ansible-galaxy) for the unit and integration tests of it."""
+"""Shared fixtures: the regenerate switch for golden files, the collection as Galaxy ships
+it (built and installed with ansible-galaxy) for the unit and integration tests of it, and
+headless Chromium for the HTML report (tests/chromium_page.py, importable because pytest puts
+this directory, which is no package, on sys.path for this conftest)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from chromium_page import Chromium, find_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 COLLECTION = REPO / "playbooks/collections/ansible_collections/virtio_lab/lab"
@@ -77,3 +80,21 @@ def galaxy(tmp_path_factory: pytest.TempPathFactory) -> Galaxy:
               cwd=tmp)  # fmt: skip
     return built
 
+
+
+# `make test` sets it: there Chromium must be installed (the Makefile installs it), so its
+# absence fails the browser tests instead of skipping them.
+REQUIRE_CHROMIUM = "VIRTIO_LAB_REQUIRE_CHROMIUM"
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Chromium:
+    """Headless Chromium for the HTML report's tests; skipped where it is not installed,
+    unless $VIRTIO_LAB_REQUIRE_CHROMIUM is set (make test)."""
+    binary = find_chromium()
+    if binary is None:
+        why = "chromium is not installed (apt-get install chromium; `make test` installs it)"
+        if os.environ.get(REQUIRE_CHROMIUM):
+            pytest.fail(f"{why}, and ${REQUIRE_CHROMIUM} says it must be")
+        pytest.skip(why)
+    return Chromium(binary, tmp_path_factory.mktemp("chromium-profile"))

@@ -21,10 +21,11 @@ from rich.text import Text
 
 from provision.cli.main import printable
 from provision.cli.progress import RichProgress
-from provision.errors import HostError, OperationError, SpecError
+from provision.errors import HostError, OperationError, ProvisionError, SpecError
 
 if TYPE_CHECKING:
     from provision.core import plan
+    from provision.verify.model import VerifyReport
 
 # Piped output keeps whole rows: a table cut at 80 columns helps no script or log reader.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -315,7 +316,8 @@ def verify(args: argparse.Namespace) -> int:
     from provision.verify import output, verify_lab
 
     to_stdout = args.json == "-"
-    files = [(flag, path) for flag, path in (("--json", args.json), ("--junit", args.junit))
+    files = [(flag, path) for flag, path in (("--json", args.json), ("--junit", args.junit),
+                                              ("--html", args.html))
              if path is not None and not (flag == "--json" and to_stdout)]
     for flag, path in files:  # before the work: a typo must not cost a whole verify
         check_output_path(flag, path)
@@ -326,7 +328,10 @@ def verify(args: argparse.Namespace) -> int:
         print(output.to_json(report))
     else:
         output.print_report(out, report)
-    writers = {"--json": output.write_json, "--junit": output.write_junit}
+    def write_html(report: VerifyReport, path: str) -> None:
+        _write_html(report, path, args)
+
+    writers = {"--json": output.write_json, "--junit": output.write_junit, "--html": write_html}
     for flag, path in files:
         try:
             writers[flag](report, path)
@@ -335,6 +340,23 @@ def verify(args: argparse.Namespace) -> int:
             raise OperationError(f"{flag}: cannot write {path}: {exc.strerror or exc} "
                                  f"(verify {verdict}; the report is not saved)") from None
     return 0 if report.passed else 1
+
+
+def _write_html(report: VerifyReport, path: str, args: argparse.Namespace) -> None:
+    """verify --html: the page, with the lab's picture as the host holds it after the run,
+    coloured by this report. When the picture cannot be drawn (no `dot`, a daemon gone
+    meanwhile) the page says why in its place; the report itself is still written."""
+    from provision.cli.graph import lab_dot_now
+    from provision.report.graph import dot_to_svg
+    from provision.report.html import write_html
+
+    data = report.to_dict()
+    try:
+        svg = dot_to_svg(lab_dot_now(args.lab, data, args.host, args.inventory))
+    except ProvisionError as exc:
+        write_html(data, path, None, topology_note=f"The picture could not be drawn: {exc}")
+        return
+    write_html(data, path, svg)
 
 
 def schema(args: argparse.Namespace) -> int:
@@ -353,7 +375,8 @@ def schema(args: argparse.Namespace) -> int:
     return 0
 
 
-OUTPUT_EXAMPLES = {"--json": "report.json", "--junit": "junit.xml", "--output": "lab.schema.json"}
+OUTPUT_EXAMPLES = {"--json": "report.json", "--junit": "junit.xml", "--html": "report.html",
+                   "--output": "lab.schema.json"}
 
 
 def check_output_path(flag: str, path: str) -> None:

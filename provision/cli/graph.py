@@ -17,11 +17,9 @@ from provision.errors import OperationError, SpecError
 
 def graph(args: argparse.Namespace) -> int:
     from provision.cli.commands import check_output_path
-    from provision.engine.converge import observe_lab, open_backends
     from provision.engine.lab import lab_inventory
     from provision.report import graph as picture
     from provision.report.marks import read_report
-    from provision.verify.runner import load_for_verify
 
     if args.svg is not None:
         check_output_path("--svg", args.svg)
@@ -31,11 +29,7 @@ def graph(args: argparse.Namespace) -> int:
         raise SpecError(f"--verify {args.verify}", f"is the report of lab {report['lab']!r}, "
                         f"not of lab {name} ({args.lab}); pass the report of "
                         f"`provision verify {args.lab} --json FILE`")
-    whole, _here, want, _caps = load_for_verify(args.lab, args.host, args.inventory)
-    with open_backends() as b:
-        observed = observe_lab(b, want.lab, want)
-    backends = observed_backends(whole, observed)
-    dot = picture.lab_dot(whole, observed, report, host=args.host, backends=backends)
+    dot = lab_dot_now(args.lab, report, args.host, args.inventory)
     if args.svg is None:
         print(json.dumps({"dot": dot}) if args.json else dot, end="\n" if args.json else "")
         return 0
@@ -43,8 +37,22 @@ def graph(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"svg": args.svg}))
     else:
-        print(f"lab {whole.name}: picture written to {args.svg}")
+        print(f"lab {name}: picture written to {args.svg}")
     return 0
+
+
+def lab_dot_now(lab_file: str, report: dict | None, host: str | None,
+                inventory: list[str] | None) -> str:
+    """The DOT picture of lab `lab_file` as this host holds it now, coloured by `report`."""
+    from provision.engine.converge import observe_lab, open_backends
+    from provision.report import graph as picture
+    from provision.verify.runner import load_for_verify
+
+    whole, _here, want, _caps = load_for_verify(lab_file, host, inventory or ())
+    with open_backends() as b:
+        observed = observe_lab(b, want.lab, want)
+    backends = observed_backends(whole, observed)
+    return picture.lab_dot(whole, observed, report, host=host, backends=backends)
 
 
 def _write(path: str, svg: str) -> None:

@@ -246,6 +246,8 @@ def _add_lab_commands(sub: Any) -> None:
     _add_lab(p)
     p.add_argument("--json", metavar="FILE", help="write the report as JSON ('-': stdout)")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per check")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page: summary, "
+                   "topology, packets per queue, checks by hop")
     p.add_argument("--perf", action="store_true", help="also measure iperf3 throughput")
     _add_placement(p, "verify the VMs whose `host:` is NAME, their tunnels, and their pairs "
                    "with VMs on other hosts (default: every VM, here)")

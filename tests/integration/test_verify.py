@@ -20,6 +20,7 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 import pytest
+from chromium_page import FAIL_RED, Chromium, Png
 
 from .conftest import force_cleanup, provision, run, unique_name, vsctl, write_lab
 
@@ -113,18 +114,37 @@ def repair_and_reverify(lab: VerifyLab) -> None:
     assert_healthy(*verify(lab.path))
 
 
+FirstVerify = tuple[int, dict[str, Any], Path, Path]
+
+
 @pytest.fixture(scope="module")
-def first_verify(lab: VerifyLab, tmp_path_factory: pytest.TempPathFactory,
-                 ) -> tuple[int, dict[str, Any], Path]:
-    """One verify of the fresh lab, with --perf and --junit, shared by the tests that read it."""
-    junit = tmp_path_factory.mktemp("junit") / "verify.xml"
-    code, report = verify(lab.path, "--junit", str(junit), "--perf")
-    return code, report, junit
+def first_verify(lab: VerifyLab, tmp_path_factory: pytest.TempPathFactory) -> FirstVerify:
+    """One verify of the fresh lab, with --perf, --junit and --html, shared by the tests that
+    read it."""
+    out = tmp_path_factory.mktemp("first-verify")
+    junit, html = out / "verify.xml", out / "report.html"
+    code, report = verify(lab.path, "--junit", str(junit), "--html", str(html), "--perf")
+    return code, report, junit, html
 
 
-def test_verify_passes_on_a_fresh_lab(lab: VerifyLab,
-                                      first_verify: tuple[int, dict[str, Any], Path]) -> None:
-    code, report, junit = first_verify
+def html_report(chromium: Chromium, html: Path, report: dict[str, Any]) -> Png:
+    """The page ``verify --html`` wrote, as Chromium renders it: one row per check of the
+    JSON report with its status, the failing ones linked from the summary. Its screenshot."""
+    (html.parent / "report.json").write_text(json.dumps(report, indent=2))  # to look at later
+    dom = chromium.dump_dom(html)
+    assert [s for _id, s in dom.rows] == [c["status"] for c in report["checks"]]
+    fails = [row_id for row_id, status in dom.rows if status == "fail"]
+    assert dom.failing_links == [f"#{i}" for i in fails]
+    assert dom.active == 0 and dom.topology == "svg"  # the lab's picture, from provision graph
+    page = html.read_text()
+    picture = page[page.index("<svg", page.index('class="topology')):]
+    assert all(f"{report['lab']}-{vm}" in picture for vm in ("vm1", "vm2", "vm3")), picture[:2000]
+    height = 1200 + 60 * len(report["checks"]) + 400 * len(fails)  # the whole page
+    return chromium.screenshot(html, html.with_suffix(".png"), (1200, height))
+
+
+def test_verify_passes_on_a_fresh_lab(lab: VerifyLab, first_verify: FirstVerify) -> None:
+    code, report, junit, _html = first_verify
     assert_healthy(code, report)
     expected = "vhost-net" if Path("/dev/vhost-net").exists() else "userspace"
     assert report["lab"] == lab.name and report["backend"] == expected
@@ -144,18 +164,34 @@ def test_verify_passes_on_a_fresh_lab(lab: VerifyLab,
     assert suite is not None and int(suite.get("tests", 0)) == len(report["checks"])
 
 
-def test_tcp_crosses_the_data_path(lab: VerifyLab,
-                                   first_verify: tuple[int, dict[str, Any], Path]) -> None:
+def test_tcp_crosses_the_data_path(lab: VerifyLab, first_verify: FirstVerify) -> None:
     report = first_verify[1]
     target = f"{lab.target('vm1')}->{lab.target('vm2')}"
     assert statuses(report)[("l4.tcp", target)] == "pass", failing(report)
 
 
-def test_wrong_vlan_tag_fails_the_ovs_port_and_reachability(lab: VerifyLab) -> None:
+def test_the_html_report_of_a_healthy_lab(lab: VerifyLab, first_verify: FirstVerify,
+                                          chromium: Chromium) -> None:
+    code, report, _junit, html = first_verify
+    assert_healthy(code, report)
+    shot = html_report(chromium, html, report)
+    assert shot.count_near(FAIL_RED) == 0
+    charts = chromium.dump_dom(html).charts  # vm1 and vm2; vm3 is alone on its VLAN
+    assert len(charts) == 2 and all(len(bars) == 4 for bars in charts)  # 2 RX + 2 TX queues
+    assert all("idle" not in css and height > 0 for bars in charts for css, height in bars)
+
+
+def test_wrong_vlan_tag_fails_the_ovs_port_and_reachability(
+    lab: VerifyLab, chromium: Chromium, tmp_path: Path
+) -> None:
     vsctl("set", "Port", lab.port("vm1"), "tag=300")
-    code, report = verify(lab.path)
+    html = tmp_path / "report.html"
+    code, report = verify(lab.path, "--html", str(html))
     assert_fails_at(code, report, "ovs.port", lab.target("vm1"), "tag is 300, want 100")
     assert ("reach", f"{lab.target('vm1')}->{lab.target('vm2')}") in failing(report)
+    shot = html_report(chromium, html, report)  # written although verify failed
+    red = shot.bands(FAIL_RED)
+    assert len(red) >= 2 and red[0][0] < 100, red  # the summary, then the failing rows
     repair_and_reverify(lab)
 
 

@@ -181,3 +181,14 @@ def test_installed_provision_runs_the_demo_lab(installed: Installed,
         assert [d.name() for d in conn.listAllDomains() if d.name().startswith(name)] == []
     finally:
         force_cleanup(conn, name, lab)
+
+
+def test_installed_package_renders_the_html_report(installed: Installed) -> None:
+    """`verify --html`'s page from the wheel's own templates (report.html.j2, report.css),
+    even with $VIRTIO_LAB_TEMPLATES naming a directory without them."""
+    probe = ("import json; from provision.report.html import render_html; "
+             "print(json.dumps(render_html({'lab': 'w', 'passed': True, 'checks': []}, None)))")
+    env = {**installed.env, "VIRTIO_LAB_TEMPLATES": str(installed.elsewhere)}
+    page = json.loads(_run([installed.venv / "bin" / "python", "-c", probe],
+                           cwd=installed.elsewhere, env=env))
+    assert "<title>verify w: PASSED</title>" in page and "svg.queue-chart" in page  # the CSS

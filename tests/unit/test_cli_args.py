@@ -177,7 +177,7 @@ def test_no_json_error_on_stdout_when_json_goes_to_a_file(
 
 
 # -- verify's output files, checked before the run ----------------------------------------
-@pytest.mark.parametrize("flag", ["--json", "--junit"])
+@pytest.mark.parametrize("flag", ["--json", "--junit", "--html"])
 @pytest.mark.parametrize(
     ("path", "says"),
     [
