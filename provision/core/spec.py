@@ -381,7 +381,9 @@ class Lab(Strict):
                 where = f"vms[{vi}].nics[{ni}]"
                 mac = nic_mac(self.name, vm.name, ni, nic.mac)
                 if mac in macs:
-                    raise _PathError(f"{where}.mac", f"{mac} is also used by {macs[mac]}")
+                    how = "" if nic.mac else (" (derived from the lab, VM and NIC names, as "
+                                              "no mac: is set: set mac: on one of the two)")
+                    raise _PathError(f"{where}.mac", f"{mac} is also used by {macs[mac]}{how}")
                 macs[mac] = where
                 addresses = [(f"{where}.ip", nic.ip)] + [
                     (f"{where}.trunks[{ti}].ip", t.ip) for ti, t in enumerate(nic.trunks or ())

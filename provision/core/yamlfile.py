@@ -98,6 +98,34 @@ def read_capped(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def read_small_text(path: str | os.PathLike[str], source: str, what: str, fix: str,
+                    limit: int) -> str:
+    """The UTF-8 text of a regular file of at most ``limit`` bytes that a user names (a
+    record, a report); SpecError naming ``source`` as ``what`` and ending with ``fix`` when it
+    cannot be read, is no regular file (never blocks on a FIFO or reads a device), is too big
+    or is not UTF-8."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SpecError(source, f"cannot read the {what}: {exc.strerror}; {fix}") from None
+    except ValueError:  # a NUL in the name
+        raise SpecError(source, "is not a usable file name") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SpecError(source, f"is not a regular file; {fix}")
+        data = read_capped(fd, limit)
+    except OSError as exc:
+        raise SpecError(source, f"cannot read the {what}: {exc.strerror}; {fix}") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise SpecError(source, f"is over {limit} bytes, too big for a {what}; {fix}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(source, f"is not UTF-8 text (byte {exc.start}); {fix}") from None
+
+
 def _check_file(st: os.stat_result, source: str) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a file")

@@ -8,12 +8,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
 import warnings
 from pathlib import Path
 from typing import Any
 
-from provision.core.yamlfile import read_capped
+from provision.core.yamlfile import read_small_text
 from provision.engine.record import FIX, check_record
 from provision.errors import HostError, SpecError
 from provision.host.statedir import state_dir
@@ -39,26 +38,7 @@ def read_record(path: str | Path, flag: str = "") -> dict[str, Any]:
 
 
 def _read_text(path: str, source: str) -> str:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise SpecError(source, f"cannot read the record: {exc.strerror}; {FIX}") from None
-    except ValueError:  # a NUL in the name
-        raise SpecError(source, "is not a usable file name") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # never block on a FIFO or read a device
-            raise SpecError(source, f"is not a regular file; {FIX}")
-        data = read_capped(fd, MAX_BYTES)
-    except OSError as exc:
-        raise SpecError(source, f"cannot read the record: {exc.strerror}; {FIX}") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_BYTES:
-        raise SpecError(source, f"is over {MAX_BYTES} bytes, too big for a record; {FIX}")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(source, f"is not UTF-8 text (byte {exc.start}); {FIX}") from None
+    return read_small_text(path, source, "record", FIX, MAX_BYTES)
 
 
 def record_dir() -> Path:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 
 from provision.core.owner import tap_name
 from provision.core.spec import Lab
-from provision.core.yamlfile import read_capped
+from provision.core.yamlfile import read_small_text
 from provision.errors import SpecError
 
 MAX_BYTES = 64 << 20  # a report is a few kB per NIC; perf evidence adds little
@@ -92,26 +91,9 @@ def read_report(path: str | Path, flag: str = "--verify") -> dict[str, Any]:
     """The verify report in ``path``, checked (``check_report``); SpecError (exit 3) naming
     the option and the file when it cannot be read or is not a verify report."""
     source = f"{flag} {os.fspath(path)}"
+    text = read_small_text(path, source, "report", FIX, MAX_BYTES)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise SpecError(source, f"cannot read the report: {exc.strerror}; {FIX}") from None
-    except ValueError:  # a NUL in the name
-        raise SpecError(source, "is not a usable file name") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # never block on a FIFO or read a device
-            raise SpecError(source, f"is not a regular file; {FIX}")
-        data = read_capped(fd, MAX_BYTES)
-    except OSError as exc:
-        raise SpecError(source, f"cannot read the report: {exc.strerror}; {FIX}") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_BYTES:
-        raise SpecError(source, f"is over {MAX_BYTES} bytes, too big for a report; {FIX}")
-    try:
-        report = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise SpecError(source, f"is not UTF-8 text (byte {exc.start}); {FIX}") from None
+        report = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SpecError(source, f"is not JSON (line {exc.lineno} column {exc.colno}: "
                         f"{exc.msg}); {FIX}") from None
