@@ -21,7 +21,7 @@ from rich.text import Text
 
 from provision.cli.main import printable
 from provision.cli.progress import RichProgress
-from provision.errors import HostError, OperationError, ProvisionError, SpecError
+from provision.errors import HostError, OperationError, SpecError
 
 if TYPE_CHECKING:
     from provision.core import plan
@@ -353,7 +353,7 @@ def _write_html(report: VerifyReport, path: str, args: argparse.Namespace) -> No
     data = report.to_dict()
     try:
         svg = dot_to_svg(lab_dot_now(args.lab, data, args.host, args.inventory))
-    except ProvisionError as exc:
+    except Exception as exc:  # the picture is an extra: whatever breaks it, keep the report
         write_html(data, path, None, topology_note=f"The picture could not be drawn: {exc}")
         return
     write_html(data, path, svg)

@@ -74,6 +74,9 @@ def domain_facts(xml: str) -> dict[str, Any]:
     return {
         "type": root.get("type"),
         "name": root.findtext("name"),
+        # the QEMU binary, or the TCG wrapper of provision/host/tcg.py: a domain defined
+        # before `host prepare` installed it is restarted onto it
+        "emulator": (root.findtext("devices/emulator") or "").strip() or None,
         "memory_kib": _kib(root.find("memory")),
         "vcpus": int(root.findtext("vcpu") or 0),
         "kernel": root.findtext("os/kernel"),

@@ -93,6 +93,6 @@ def plan_host(caps: HostCaps, install: bool = True) -> HostPlan:
         for d in DAEMON_ORDER
         if not caps.daemons.get(d, False)
     ]
-    if caps.domain_type == "qemu" and not caps.tcg_wrapper:
+    if not caps.tcg_wrapper:  # on KVM hosts too: used by TCG domains only (probe.HostCaps)
         actions.append(HostAction("install-file", str(TCG_WRAPPER), TCG_WRAPPER_REASON))
     return HostPlan(tuple(actions))

@@ -77,6 +77,8 @@ class HostCaps:
     systemd: bool = False  # PID 1 is systemd
     loadable_modules: tuple[str, ...] = ()  # KERNEL_MODULES not loaded that modprobe can load
     tcg_wrapper: str = ""  # provision/host/tcg.py's wrapper when installed for `emulator`
+    # (on every host: `host prepare` cannot know a fresh host's KVM before QEMU is there;
+    # only TCG domains run through it)
 
     @property
     def vhost_net_usable(self) -> bool:
@@ -191,7 +193,7 @@ def _caps(kvm_usable: bool, kvm_reason: str, dcaps: DomainCaps | None, full: boo
         daemons=daemon_status() if full else {},
         systemd=systemd_running(),
         loadable_modules=loadable_modules() if full else (),
-        tcg_wrapper=installed_wrapper(dcaps.emulator) if dcaps and not kvm_usable else "",
+        tcg_wrapper=installed_wrapper(dcaps.emulator) if dcaps else "",
     )
 
 

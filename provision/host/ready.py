@@ -14,10 +14,10 @@ import os
 import socket
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
-from xml.sax.saxutils import escape as xml_escape
 
 import libvirt
 
@@ -51,14 +51,14 @@ PROBE_TAP = "vlhostprobe0"
 PROBE_QUEUES = 4
 # Longer than any lab name may be (12 characters): no lab can ever own the probe's tap.
 PROBE_OWNER = Owner("virtio-lab-hostprobe")
-# A constant document (nothing is interpolated): no disk, no display, one 4-queue virtio NIC
-# on a pre-created multi_queue tap, the way labs plug their NICs.
+# No disk, no display, one 4-queue virtio NIC on a pre-created multi_queue tap, the way labs
+# plug their NICs; `_probe_xml` adds the <emulator> when one is given.
 PROBE_DOMAIN_XML = """<domain type='qemu'>
   <name>virtio-lab-hostprobe</name>
   <memory unit='MiB'>64</memory>
   <vcpu>4</vcpu>
   <os><type arch='x86_64'>hvm</type></os>
-  <devices>{emulator}
+  <devices>
     <interface type='ethernet'>
       <target dev='vlhostprobe0' managed='no'/>
       <model type='virtio'/>
@@ -245,9 +245,8 @@ def check_domain_start(emulator: str = "") -> None:
 
 def _start_probe_domain(conn: libvirt.virConnect, emulator: str) -> None:
     log = f"/var/log/libvirt/qemu/{PROBE_DOMAIN}.log"
-    element = f"\n    <emulator>{xml_escape(emulator)}</emulator>" if emulator else ""
     try:
-        dom = conn.createXML(PROBE_DOMAIN_XML.format(emulator=element), 0)
+        dom = conn.createXML(_probe_xml(emulator), 0)
     except libvirt.libvirtError as exc:
         raise HostError(
             f"libvirtd cannot start a QEMU domain: {exc.get_error_message()}; see {log} and "
@@ -260,3 +259,30 @@ def _start_probe_domain(conn: libvirt.virConnect, emulator: str) -> None:
     if state != libvirt.VIR_DOMAIN_RUNNING:
         raise HostError(f"libvirtd started test domain {PROBE_DOMAIN} but it is "
                         f"{'gone' if state is None else f'in state {state}'}; see {log}")
+    if emulator:
+        _check_single_threaded(emulator, log)
+
+
+def _probe_xml(emulator: str) -> str:
+    root = ET.fromstring(PROBE_DOMAIN_XML)
+    if emulator:
+        element = ET.Element("emulator")
+        element.text = emulator
+        root.find("devices").insert(0, element)  # type: ignore[union-attr]
+    return ET.tostring(root, encoding="unicode")
+
+
+def _check_single_threaded(emulator: str, log: str) -> None:
+    """The probe's QEMU, started through the TCG wrapper, runs `-accel tcg,thread=single`:
+    HostError when libvirt passed the accelerator some other way and the wrapper did
+    nothing."""
+    try:
+        piddir = Path(os.environ.get("VIRTIO_LAB_QEMU_PIDDIR", "/run/libvirt/qemu"))
+        pid = int((piddir / f"{PROBE_DOMAIN}.pid").read_text().strip())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError) as exc:
+        raise HostError(f"cannot read the test domain's QEMU command line ({exc}); see {log}"
+                        ) from None
+    if not any(a.startswith(b"tcg") and b"thread=single" in a for a in argv):
+        raise HostError(f"{emulator} started the test domain without -accel tcg,thread=single "
+                        f"(libvirt passed the accelerator another way); see {log}")

@@ -33,7 +33,7 @@ MARK = "virtio-lab: TCG single-threaded"
 def wrapper_script(emulator: str) -> str:
     """The wrapper's text for the real QEMU binary `emulator`."""
     return f"""#!/bin/bash
-# {MARK} wrapper for {emulator} (installed by `provision host prepare`;
+# {MARK} wrapper for {shlex.quote(emulator)!r} (installed by `provision host prepare`;
 # see provision/host/tcg.py in virtio-lab for why).
 real={shlex.quote(emulator)}
 args=() prev=
@@ -65,9 +65,27 @@ def install_wrapper(emulator: str, path: Path = WRAPPER) -> bool:
     it changed.  Atomic: a QEMU starting meanwhile sees the old file or the new one."""
     if installed_wrapper(emulator, path):
         return False
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    _make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(wrapper_script(emulator))
-    tmp.chmod(0o755)
-    tmp.replace(path)
+    try:
+        with tmp.open("w") as f:
+            f.write(wrapper_script(emulator))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.chmod(0o755)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return True
+
+
+def _make_dirs(directory: Path) -> None:
+    """`directory` and the parents it lacks, each 0755 whatever the umask: libvirt's QEMU
+    user (libvirt-qemu on Debian) must reach the wrapper."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for d in reversed(missing):
+        d.mkdir(exist_ok=True)
+        d.chmod(0o755)

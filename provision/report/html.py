@@ -143,6 +143,13 @@ def _template() -> jinja2.Template:
                         "virtio-lab is broken; reinstall it") from None
 
 
+def svg_element(svg: str) -> str:
+    """An SVG document without what only a file may hold (the XML declaration, the
+    DOCTYPE, the comments before the root): the <svg> element, to put inside HTML."""
+    start = svg.find("<svg")
+    return svg[start:] if start >= 0 else svg
+
+
 def render_html(report: Mapping[str, Any], topology_svg: str | None, *,
                 topology_note: str = NO_PICTURE) -> str:
     """The page for ``report`` (``VerifyReport.to_dict()``, or a stored ``--json`` file).
@@ -163,7 +170,7 @@ def render_html(report: Mapping[str, Any], topology_svg: str | None, *,
         failing=[r for r in all_rows if r.status == "fail"],
         groups=groups(report, all_rows),
         charts=queue_charts(all_rows),
-        topology=None if topology_svg is None else Markup(topology_svg),
+        topology=None if topology_svg is None else Markup(svg_element(topology_svg)),
         topology_note=topology_note,
     )
 

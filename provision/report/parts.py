@@ -16,7 +16,7 @@ from provision.core.placement import bridge_hosts
 from provision.core.spec import NicSpec, VmSpec, nic_queues
 from provision.core.tunnels import tunnel_name, vni
 from provision.report.marks import Element, Marks
-from provision.report.scene import FAILED_PAIR, Scene, element_id, vlan_text
+from provision.report.scene import FAILED_PAIR, Scene, element_id, text, vlan_text
 
 XML_BACKENDS = {"qemu": "userspace (domain XML)", "vhost": "vhost-net asked (domain XML)"}
 TUNNEL_TYPES = ("geneve", "vxlan")
@@ -251,7 +251,8 @@ def draw_failed_pairs(sc: Scene, marks: Marks) -> None:
         if not failed or src not in sc.drawn or dst not in sc.drawn:
             continue
         sc.drawn.add(element)
-        sc.edge(element_id(src), element_id(dst), label=", ".join(sorted({m.name for m in failed})),
+        names = ", ".join(sorted({m.name for m in failed}))
+        sc.edge(element_id(src), element_id(dst), label=text([names]),
                 tooltip=graphviz.escape("\n".join(f"FAIL {m.name} {element.name}: {m.detail}"
                                                   for m in failed)), **FAILED_PAIR)
 

@@ -111,7 +111,8 @@ def element_id(element: Element) -> str:
 
 def text(lines: list[str]) -> str:
     """A label of several lines, each taken literally (no DOT escapes, no HTML)."""
-    return "\\n".join(graphviz.escape(line) for line in lines if line)
+    # nohtml: the joined label stays plain text even when it starts with < and ends with >
+    return graphviz.nohtml("\\n".join(graphviz.escape(line) for line in lines if line))
 
 
 def vlan_text(tag: int | None, trunks: tuple[int, ...] | list[int]) -> str:

@@ -390,3 +390,17 @@ def test_dot_errors_are_typed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")  # a host without the graphviz package
     with pytest.raises(HostError, match="run `provision host prepare`"):
         dot_to_svg("digraph { a }")
+
+
+@pytest.mark.parametrize("line", ["<b>bold</b>", "<x>", "a\\N b", "tab\\t"])
+def test_labels_stay_literal_text(line: str) -> None:
+    """A label that looks like an HTML-like label or holds DOT escapes (a check name from a
+    --verify report, a name from the lab file) is drawn as the very characters."""
+    from provision.report.graph import dot_to_svg
+    from provision.report.scene import text
+
+    g = graphviz.Digraph()
+    g.node("n", label=text([line]))
+    root = ET.fromstring(dot_to_svg(g.source))
+    drawn = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert drawn == [line]

@@ -30,8 +30,13 @@ def test_a_tcg_host_without_the_wrapper_installs_it_last() -> None:
     assert "single-threaded" in plan.actions[-1].reason
 
 
-def test_a_kvm_host_needs_no_tcg_wrapper() -> None:
-    assert plan_host(dataclasses.replace(caps(kvm=True), daemons=ALL_RUNNING)).actions == ()
+def test_a_kvm_host_gets_the_tcg_wrapper_too() -> None:
+    """`host prepare` probes no KVM (QEMU may not be installed yet), so `--check` plans the
+    wrapper whatever the accelerator, as the real run installs it; KVM domains ignore it."""
+    kvm = dataclasses.replace(caps(kvm=True), daemons=ALL_RUNNING)
+    assert [a.kind for a in plan_host(kvm).actions] == ["install-file"]
+    ready = dataclasses.replace(kvm, tcg_wrapper=str(TCG_WRAPPER))
+    assert plan_host(ready).actions == () and ready.domain_emulator == ready.emulator
 
 
 def test_a_fresh_host_installs_then_loads_then_starts_in_daemon_order() -> None:
@@ -54,7 +59,8 @@ def test_a_fresh_host_installs_then_loads_then_starts_in_daemon_order() -> None:
 
 def test_daemon_reasons_say_how_they_would_start() -> None:
     stopped = {**ALL_RUNNING, "libvirtd": False}
-    under_systemd = plan_host(dataclasses.replace(caps(kvm=True), daemons=stopped, systemd=True))
+    under_systemd = plan_host(dataclasses.replace(caps(), daemons=stopped, systemd=True,
+                                                  tcg_wrapper=str(TCG_WRAPPER)))
     assert under_systemd.actions == (
         HostAction("start-daemon", "libvirtd", "not running; `systemctl start libvirtd.service`"),
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from provision.core import domxml
 from provision.host.tcg import MARK, install_wrapper, installed_wrapper, wrapper_script
 
 from .helpers import caps
@@ -70,3 +71,14 @@ def test_lab_domains_use_the_wrapper_only_under_tcg() -> None:
 def test_the_script_names_its_qemu() -> None:
     assert wrapper_script("/usr/bin/qemu-system-x86_64").startswith("#!/bin/bash\n")
     assert "real=/usr/bin/qemu-system-x86_64\n" in wrapper_script("/usr/bin/qemu-system-x86_64")
+
+
+def test_a_domain_defined_before_the_wrapper_differs_by_its_emulator() -> None:
+    """`up` compares the emulator, so a lab defined before `host prepare` installed the
+    wrapper is restarted onto it (and back, should the wrapper go)."""
+    golden = (Path(__file__).parent / "golden" / "userspace-ut-vm1.xml").read_text()
+    wrapped = golden.replace("<emulator>/usr/bin/qemu-system-x86_64</emulator>",
+                             "<emulator>/w/qemu-tcg-single</emulator>")
+    assert wrapped != golden
+    diff = domxml.diff_facts(domxml.domain_facts(golden), domxml.domain_facts(wrapped))
+    assert diff == {"emulator": ("/usr/bin/qemu-system-x86_64", "/w/qemu-tcg-single")}
