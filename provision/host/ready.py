@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
-from xml.sax.saxutils import escape as xml_escape
 
 import libvirt
 
@@ -244,6 +243,10 @@ def check_domain_start(emulator: str = "") -> None:
 
 
 def _start_probe_domain(conn: libvirt.virConnect, emulator: str) -> None:
+    # Here, not at the top: xml.sax.saxutils loads urllib.request and http.client (~10 ms),
+    # which only this smoke test of `host prepare` needs.
+    from xml.sax.saxutils import escape as xml_escape
+
     log = f"/var/log/libvirt/qemu/{PROBE_DOMAIN}.log"
     element = f"\n    <emulator>{xml_escape(emulator)}</emulator>" if emulator else ""
     try:
