@@ -1,7 +1,9 @@
 """One function per CLI command: load, call the library, print. Returns the exit code.
 
 Each command imports the library modules it uses when it runs: the engine pulls in pydantic,
-jinja2, libvirt and more, which `host check` or `image build` should not wait for.
+jinja2, libvirt and more, which `host check` or `image build` should not wait for. rich's
+tables (``rich.table``, with ``fractions`` and ``decimal``) load when a table is drawn: a lab in
+sync prints none.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from provision.cli.main import printable
@@ -24,12 +25,20 @@ from provision.cli.progress import RichProgress
 from provision.errors import HostError, OperationError, SpecError
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from provision.core import plan
     from provision.verify.model import VerifyReport
 
 # Piped output keeps whole rows: a table cut at 80 columns helps no script or log reader.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False)
+
+
+def _table(title: str, **options: Any) -> Table:
+    from rich.table import Table
+
+    return Table(title=title, **options)
 
 
 def _emit_json(data: Any) -> None:
@@ -44,7 +53,7 @@ def host_check(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(caps.to_dict())
     else:
-        t = Table(title="host", show_header=False)
+        t = _table("host", show_header=False)
         t.add_row("KVM", _yesno(caps.kvm_usable, caps.kvm_reason))
         t.add_row("vhost-net", _yesno(caps.vhost_net, caps.vhost_reason))
         t.add_row("OVS kernel datapath", _yesno(caps.ovs_kernel_datapath, caps.ovs_reason))
@@ -103,7 +112,7 @@ def _host_prepare_check(args: argparse.Namespace) -> int:
     elif not host_plan.changed:
         out.print("host ready: nothing to do")
     else:
-        t = Table(title=f"host: {len(host_plan.actions)} action(s) pending")
+        t = _table(f"host: {len(host_plan.actions)} action(s) pending")
         for col in ("action", "target", "reason"):
             t.add_column(col)
         for a in host_plan.actions:
@@ -206,7 +215,7 @@ def _print_plan(p: plan.Plan, as_json: bool, extra: dict | None = None) -> None:
     if p.in_sync:
         out.print(f"lab {p.lab}: in sync, nothing to change")
         return
-    t = Table(title=f"lab {p.lab}: {len(p.changes)} change(s)")
+    t = _table(f"lab {p.lab}: {len(p.changes)} change(s)")
     for col in ("phase", "action", "kind", "target", "reason"):
         t.add_column(col)
     for c in p.changes:
@@ -283,7 +292,7 @@ def record_cmd(args: argparse.Namespace) -> int:
     if rec["spec_hash"] != spec_hash(wanted):
         out.print(f"[dim]note: the lab file has changed since (spec hash {spec_hash(wanted)}; "
                   f"the record has {escape(printable(rec['spec_hash']))})[/]")
-    t = Table(title=f"lab {wanted.name}: as last brought up here")
+    t = _table(f"lab {wanted.name}: as last brought up here")
     for col in ("field", "value", "compared by up --expect"):
         t.add_column(col, overflow="fold")
     for key, value, must in record.record_rows(rec):

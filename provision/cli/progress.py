@@ -1,19 +1,16 @@
-"""Progress for long operations, drawn with rich on stderr (stdout stays for results)."""
+"""Progress for long operations, drawn with rich on stderr (stdout stays for results).
+
+``rich.progress`` loads with the first task: `up` of a lab in sync starts none.
+"""
 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 
 class RichProgress:
@@ -23,18 +20,9 @@ class RichProgress:
     file, a held lock) leaves stderr to its one-line error."""
 
     def __init__(self, console: Console, enabled: bool = True) -> None:
-        self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("[dim]{task.fields[note]}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not enabled,
-            transient=False,
-        )
-        self._started = False
+        self._console = console
+        self._enabled = enabled
+        self._progress: Progress | None = None
 
     def __enter__(self) -> RichProgress:
         return self
@@ -45,14 +33,39 @@ class RichProgress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._started:
+        if self._progress is not None:
             self._progress.stop()
 
     def task(self, description: str, total: int) -> Any:
-        if not self._started:
-            self._progress.start()
-            self._started = True
+        if self._progress is None:
+            self._progress = self._start()
         return self._progress.add_task(description, total=total, note="")
 
     def advance(self, task: Any, note: str = "", step: int = 1) -> None:
+        if self._progress is None:  # no task made yet: as rich does for an unknown task
+            raise KeyError(task)
         self._progress.update(task, advance=step, note=note)
+
+    def _start(self) -> Progress:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[dim]{task.fields[note]}"),
+            TimeElapsedColumn(),
+            console=self._console,
+            disable=not self._enabled,
+            transient=False,
+        )
+        progress.start()
+        return progress

@@ -19,7 +19,6 @@ from provision.engine import converge, locks, record, record_store
 from provision.engine.converge import Progress
 from provision.errors import OperationError, SpecError
 from provision.host.probe import lab_caps
-from provision.host.ready import wait_for_daemons
 from provision.image import resolve
 
 RUNDIR_ENV = locks.RUNDIR_ENV
@@ -196,7 +195,10 @@ def up_lab(path: LabSource, progress: Progress | None = None, agent_timeout: flo
             if on_plan is not None:
                 on_plan(p)
             # OVSDB and libvirtd answered above; a dead ovs-vswitchd or virtlogd would only
-            # show once half the lab is made: ask them before the first change.
+            # show once half the lab is made: ask them before the first change. (Imported
+            # here: a lab in sync asks no daemon more.)
+            from provision.host.ready import wait_for_daemons
+
             wait_for_daemons(5.0, ("ovsdb-server", "ovs-vswitchd", "virtlogd"), b.ovs)
             applied = converge.apply_plan(b, p, progress, agent_timeout=agent_timeout)
             result.agent_seconds = applied.agent_seconds

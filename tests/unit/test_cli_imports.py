@@ -74,6 +74,39 @@ def test_reading_links_and_the_state_directory_import_no_pyroute2() -> None:
     assert _imported(code, ("pyroute2", "asyncio")) == []
 
 
+def test_a_lab_in_sync_loads_no_table_progress_bar_or_daemon_wait() -> None:
+    """`plan` and `up` of a lab in sync (issue 11's no-op `up`) draw no table and start no
+    progress display, and wait for no daemon: rich.table (with fractions and decimal),
+    rich.progress and provision.host.ready (with xml.sax, urllib.request, http.client) load
+    only when there is something to draw or change."""
+    code = ("import contextlib, io\n"
+            "from provision.cli import commands\n"
+            "from provision.cli.progress import RichProgress\n"
+            "from provision.core.changes import Plan\n"
+            "import provision.engine.lab\n"
+            "with contextlib.redirect_stdout(io.StringIO()), RichProgress(commands.err):\n"
+            "    commands._print_plan(Plan('demo'), False)")
+    found = _imported(code, ("rich", "provision", "xml", "urllib", "http"))
+    lazy = ("rich.table", "rich.progress", "provision.host.ready", "xml.sax", "urllib.request",
+            "http.client")
+    assert [m for m in found if m.startswith(lazy)] == []
+
+
+def test_the_progress_display_and_tables_load_when_used() -> None:
+    code = ("import contextlib, io\n"
+            "from provision.cli import commands\n"
+            "from provision.cli.progress import RichProgress\n"
+            "from provision.core.changes import Change, Plan\n"
+            "with RichProgress(commands.err, enabled=False) as progress:\n"
+            "    progress.advance(progress.task('taps', 1))\n"
+            "tap = Change('taps', 'create', 'tap', 'demo-vm1-0', None, {}, 'absent')\n"
+            "plan = Plan('demo', [tap])\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    commands._print_plan(plan, False)")
+    found = _imported(code, ("rich",))
+    assert {"rich.progress", "rich.table"} <= set(found)
+
+
 def _commands(parser: argparse.ArgumentParser, words: str = "") -> Iterator[tuple[str, Any]]:
     func = parser.get_default("func")
     if func is not None:
