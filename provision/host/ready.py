@@ -244,10 +244,6 @@ def check_domain_start(emulator: str = "") -> None:
 
 
 def _start_probe_domain(conn: libvirt.virConnect, emulator: str) -> None:
-    # Here, not at the top: xml.sax.saxutils loads urllib.request and http.client (~10 ms),
-    # which only this smoke test of `host prepare` needs.
-    from xml.sax.saxutils import escape as xml_escape
-
     log = f"/var/log/libvirt/qemu/{PROBE_DOMAIN}.log"
     try:
         dom = conn.createXML(_probe_xml(emulator), 0)
