@@ -138,3 +138,24 @@ def test_reach_and_isolation_verdicts() -> None:
     assert leak.status == FAIL and "VLANs leak" in leak.detail
     # Silence from a guest that is down proves nothing.
     assert guest.isolation_check(iso, (3, 0, ""), guest.GuestView({}, "down")).status == SKIP
+
+
+def _run(before: list[int], after: list[int]) -> dict:
+    """One traffic run's counters (as traffic._drive returns them) for eth0's RX queues."""
+    def stats(counts: list[int]) -> dict[str, int]:
+        return {f"rx_queue_{q}_packets": n for q, n in enumerate(counts)} | {
+            f"tx_queue_{q}_packets": n + q for q, n in enumerate(counts)}
+    return {"ethtool": {"before": {"eth0": ("virtio0", stats(before))},
+                        "after": {"eth0": ("virtio0", stats(after))}}, "irq": {}}
+
+
+def test_a_quiet_rerun_adds_its_counts_queue_by_queue() -> None:
+    from provision.verify import traffic
+
+    first = _run([10, 10, 10, 10], [10, 19, 13, 27])  # rx0 (and tx0) idle
+    alone = _run([10, 19, 13, 27], [13, 22, 16, 30])
+    once = traffic._summed_deltas([first], "eth0", 4)
+    assert once["rx_packets"] == [0, 9, 3, 17] and traffic._idle_queues(once) == ["rx0", "tx0"]
+    both = traffic._summed_deltas([first, alone], "eth0", 4)
+    assert both["rx_packets"] == [3, 12, 6, 20] and traffic._idle_queues(both) == []
+    assert both["tx_packets"] == both["rx_packets"] and both["source"] == "ethtool -S"
