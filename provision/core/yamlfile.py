@@ -20,6 +20,7 @@ A lab file may be careless or hostile, so every step is bounded and every failur
 from __future__ import annotations
 
 import codecs
+import json
 import os
 import re
 import stat
@@ -124,6 +125,20 @@ def read_small_text(path: str | os.PathLike[str], source: str, what: str, fix: s
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(source, f"is not UTF-8 text (byte {exc.start}); {fix}") from None
+
+
+def read_small_json(path: str | os.PathLike[str], source: str, what: str, fix: str,
+                    limit: int) -> Any:
+    """``read_small_text``, parsed as JSON; SpecError naming ``source`` when it is not JSON
+    or nests too deep."""
+    text = read_small_text(path, source, what, fix, limit)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(source, f"is not JSON (line {exc.lineno} column {exc.colno}: "
+                        f"{exc.msg}); {fix}") from None
+    except RecursionError:
+        raise SpecError(source, f"is not a {what}: its JSON nests too deep; {fix}") from None
 
 
 def _check_file(st: os.stat_result, source: str) -> None:

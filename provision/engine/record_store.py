@@ -12,9 +12,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from provision.core.yamlfile import read_small_text
+from provision.core.yamlfile import read_small_json
 from provision.engine.record import FIX, check_record
-from provision.errors import HostError, SpecError
+from provision.errors import HostError
 from provision.host.statedir import state_dir
 
 RECORDDIR_ENV = "VIRTIO_LAB_RECORDDIR"
@@ -26,19 +26,7 @@ def read_record(path: str | Path, flag: str = "") -> dict[str, Any]:
     """The record in the file ``path``; SpecError naming the file (after ``flag``, the option
     that named it) and the key when it cannot be read, is not JSON, or is not a record."""
     source = f"{flag} {os.fspath(path)}" if flag else os.fspath(path)
-    text = _read_text(os.fspath(path), source)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SpecError(source, f"is not JSON (line {exc.lineno} column {exc.colno}: "
-                        f"{exc.msg}); {FIX}") from None
-    except RecursionError:
-        raise SpecError(source, f"is not a record: its JSON nests too deep; {FIX}") from None
-    return check_record(data, source)
-
-
-def _read_text(path: str, source: str) -> str:
-    return read_small_text(path, source, "record", FIX, MAX_BYTES)
+    return check_record(read_small_json(path, source, "record", FIX, MAX_BYTES), source)
 
 
 def record_dir() -> Path:

@@ -21,7 +21,6 @@ the check, ``hv1: lab/vm/0``. A check whose target names nothing of the lab is k
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -31,7 +30,7 @@ from typing import Any
 
 from provision.core.owner import tap_name
 from provision.core.spec import Lab
-from provision.core.yamlfile import read_small_text
+from provision.core.yamlfile import read_small_json
 from provision.errors import SpecError
 
 MAX_BYTES = 64 << 20  # a report is a few kB per NIC; perf evidence adds little
@@ -91,15 +90,7 @@ def read_report(path: str | Path, flag: str = "--verify") -> dict[str, Any]:
     """The verify report in ``path``, checked (``check_report``); SpecError (exit 3) naming
     the option and the file when it cannot be read or is not a verify report."""
     source = f"{flag} {os.fspath(path)}"
-    text = read_small_text(path, source, "report", FIX, MAX_BYTES)
-    try:
-        report = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SpecError(source, f"is not JSON (line {exc.lineno} column {exc.colno}: "
-                        f"{exc.msg}); {FIX}") from None
-    except RecursionError:
-        raise SpecError(source, f"is not a report: its JSON nests too deep; {FIX}") from None
-    return check_report(report, source)
+    return check_report(read_small_json(path, source, "report", FIX, MAX_BYTES), source)
 
 
 def check_report(report: Any, source: str = "report") -> dict[str, Any]:
