@@ -70,6 +70,8 @@ def host_check(args: argparse.Namespace) -> int:
                   + ("" if caps.accel != "tcg multi-threaded"
                      else " [yellow](run `provision host prepare` for single-threaded TCG)[/]"))
         t.add_row("machine", caps.machine or unknown)
+        if caps.vhost_user is not None:  # informational: no lab asks for vhost-user yet
+            t.add_row("vhost-user labs", _yesno(caps.vhost_user.ready, caps.vhost_user.reason))
         for name, up in sorted(caps.daemons.items()):
             t.add_row(name, "running" if up else "[red]not running[/]")
         for name, version in sorted(caps.versions.items()):
@@ -92,7 +94,8 @@ def host_prepare(args: argparse.Namespace) -> int:
 
     underlay = parse_underlay(args.underlay) if args.underlay else None  # bad input: no change
     log = (lambda s: None) if args.json else (lambda s: err.print(s, style="dim", markup=False))
-    result = prepare_host(log=log, install=not args.no_install)
+    result = prepare_host(log=log, install=not args.no_install,
+                          with_vhost_user="vhost-user" in args.with_)
     moved = ensure_underlay(*underlay, probe_ovs_kernel_datapath()[0], log) if underlay else []
     if args.json:
         _emit_json({**result.to_dict(), "underlay": moved})
@@ -106,7 +109,8 @@ def _host_prepare_check(args: argparse.Namespace) -> int:
     from provision.host.plan import plan_host
     from provision.host.probe import probe_host
 
-    host_plan = plan_host(probe_host(kvm_probe_timeout=0), install=not args.no_install)
+    host_plan = plan_host(probe_host(kvm_probe_timeout=0), install=not args.no_install,
+                          with_vhost_user="vhost-user" in args.with_)
     if args.json:
         _emit_json(host_plan.to_dict())
     elif not host_plan.changed:

@@ -191,6 +191,11 @@ def _add_host_commands(sub: Any) -> None:
     p.set_defaults(func=_commands("host_check"))
     p = hsub.add_parser("prepare", help="install missing packages, start the daemons")
     p.add_argument("--no-install", action="store_true", help="only start daemons")
+    p.add_argument("--with", dest="with_", metavar="FEATURE", action="append", default=[],
+                   choices=["vhost-user"],
+                   help="also prepare for vhost-user labs: OVS built with DPDK (apt, from "
+                   "bookworm; the host's ovs-vswitchd stays the one that runs) and QEMU "
+                   "10.0.2 from bookworm-backports unpacked under /opt/virtio-lab")
     p.add_argument("--check", action="store_true",
                    help="print what would be installed, loaded and started; change nothing "
                    "(exit 0 nothing to do, 2 actions pending)")

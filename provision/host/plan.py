@@ -31,11 +31,16 @@ MODULE_USES = {
 # start-daemon: start one of DAEMON_ORDER; install-file: write a file of virtio-lab's own (the
 # TCG wrapper of provision/host/tcg.py, once libvirtd can name its QEMU); build-image: build
 # a guest image (only the Ansible host module plans this, `provision image build` is its own
-# command).
+# command); unpack: fetch pinned packages and unpack them into a private tree (the QEMU of
+# provision/host/qemu_private.py, for vhost-user labs only).
 HostActionKind = Literal["install", "load-module", "start-daemon", "install-file",
-                         "build-image"]  # fmt: skip
+                         "build-image", "unpack"]  # fmt: skip
 TCG_WRAPPER_REASON = ("TCG domains run QEMU single-threaded through it: multi-threaded TCG in "
                       "QEMU 7.2 hangs guests that patch their own code at boot")  # fmt: skip
+VHOST_USER_PACKAGE_REASON = ("not installed (dpkg); vhost-user labs run OVS built with DPDK in "
+                             "a namespace of their own (the host's ovs-vswitchd stays)")
+VHOST_USER_QEMU_REASON = ("vhost-user labs run QEMU 10.0.2 from bookworm-backports, unpacked "
+                          "here only: Debian 12's 7.2 crashes under TCG on vhost-user")
 
 
 @dataclass(frozen=True)
@@ -69,19 +74,22 @@ class HostPlan:
                 "check": True}  # fmt: skip
 
 
-def plan_host(caps: HostCaps, install: bool = True) -> HostPlan:
+def plan_host(caps: HostCaps, install: bool = True, with_vhost_user: bool = False) -> HostPlan:
     """What preparing this host takes, from a full probe (``probe_host()``): missing packages,
-    loadable kernel modules not loaded, daemons not running.
+    loadable kernel modules not loaded, daemons not running; with ``with_vhost_user`` also
+    what vhost-user labs need (``_vhost_user_actions``).
 
     With ``install=False`` missing packages are a HostError instead of install actions.
     """
-    missing = caps.missing_packages
+    extra = _vhost_user_actions(caps) if with_vhost_user else []
+    missing = caps.missing_packages + tuple(a.target for a in extra if a.kind == "install")
     if missing and not install:
         raise HostError(
             f"missing Debian packages: {' '.join(missing)}; run "
             f"`apt-get install {' '.join(missing)}` or `provision host prepare`"
         )
-    actions = [HostAction("install", p, "not installed (dpkg)") for p in missing]
+    actions = [HostAction("install", p, "not installed (dpkg)") for p in caps.missing_packages]
+    actions += [a for a in extra if a.kind == "install"]
     actions += [
         HostAction("load-module", m, f"not loaded; {MODULE_USES[m]}")
         for m in KERNEL_MODULES
@@ -95,4 +103,17 @@ def plan_host(caps: HostCaps, install: bool = True) -> HostPlan:
     ]
     if not caps.tcg_wrapper:  # on KVM hosts too: used by TCG domains only (probe.HostCaps)
         actions.append(HostAction("install-file", str(TCG_WRAPPER), TCG_WRAPPER_REASON))
+    actions += [a for a in extra if a.kind != "install"]
     return HostPlan(tuple(actions))
+
+
+def _vhost_user_actions(caps: HostCaps) -> list[HostAction]:
+    """The packages of OVS built with DPDK that dpkg lacks, and the private QEMU when its
+    tree does not hold its pinned packages (`provision host prepare --with vhost-user`)."""
+    if caps.vhost_user is None:
+        raise ValueError("planning vhost-user needs a full probe (probe_host)")
+    vu = caps.vhost_user
+    actions = [HostAction("install", p, VHOST_USER_PACKAGE_REASON) for p in vu.missing_packages]
+    if not vu.qemu_pinned:
+        actions.append(HostAction("unpack", vu.qemu_tree, VHOST_USER_QEMU_REASON))
+    return actions

@@ -5,7 +5,9 @@ Debian packages, loading the openvswitch and vhost_net kernel modules when the k
 them, and starting ovsdb-server, ovs-vswitchd, virtlogd and libvirtd when they are not
 running (through systemd when it is PID 1, directly otherwise). It never restarts a running
 daemon, so a second run reports no actions. It ends by proving that libvirtd can start a
-QEMU domain whose multiqueue virtio-net NIC opens a pre-created multi_queue tap.
+QEMU domain whose multiqueue virtio-net NIC opens a pre-created multi_queue tap. Asked
+``with_vhost_user``, it also installs OVS built with DPDK and unpacks the private QEMU
+(`provision.host.vhost_user`, `provision.host.qemu_private`), then proves vhost-user ready.
 
 What to do is decided in `provision.host.plan` (``plan_host``, pure) and only carried out
 here. Observation (what is installed, what runs) lives in `provision.host.probe`; waiting
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from provision.errors import HostError, OperationError
+from provision.host import qemu_private, vhost_user
 from provision.host.plan import SYSTEMD_UNITS, HostAction, HostPlan, plan_host
 from provision.host.probe import (
     DAEMON_PIDFILES,
@@ -31,6 +34,7 @@ from provision.host.probe import (
     HostCaps,
     daemon_running,
     domain_caps,
+    missing_packages,
     module_loaded,
     probe_host,
     probe_ovs_kernel_datapath,
@@ -71,18 +75,22 @@ def prepare_host(
     log: Callable[[str], None] = lambda s: None,
     install: bool = True,
     smoke_test: bool = True,
+    with_vhost_user: bool = False,
 ) -> PrepareResult:
     """Plan (``plan_host``), apply the plan, wait until the daemons answer, and prove libvirtd
-    can start a lab-like domain.
+    can start a lab-like domain; ``with_vhost_user``, also that vhost-user labs can run.
 
     `caps` is a full probe (``probe_host()``) made just before; None probes now. With
     `install=False` missing packages are a HostError instead of an apt-get run.
     """
     caps = caps if caps is not None else probe_host(kvm_probe_timeout=0)
-    host_plan = plan_host(caps, install)
+    host_plan = plan_host(caps, install, with_vhost_user)
     result = PrepareResult(host_plan, apply_host_plan(host_plan, caps.systemd, log))
     wait_for_daemons()
     emulator = _install_tcg_wrapper(host_plan, result, log) or caps.tcg_wrapper
+    _unpack_private_qemu(host_plan, result, log)
+    if with_vhost_user:
+        _check_vhost_user()
     if smoke_test:
         check_domain_start(emulator)
         log("libvirtd started and destroyed a test domain with a 4-queue tap NIC"
@@ -104,17 +112,36 @@ def _install_tcg_wrapper(host_plan: HostPlan, result: PrepareResult,
     return action.target
 
 
+def _unpack_private_qemu(host_plan: HostPlan, result: PrepareResult,
+                         log: Callable[[str], None]) -> None:
+    """Carry out the plan's unpack of the private QEMU (qemu_private.ensure_private_qemu)."""
+    action = next((a for a in host_plan.actions if a.kind == "unpack"), None)
+    if action is None:
+        return
+    wrapper, changed = qemu_private.ensure_private_qemu(log=log)
+    if changed:
+        result.actions.append(action)
+    else:
+        log(f"{wrapper} is current already")
+
+
+def _check_vhost_user() -> None:
+    """HostError naming what is still missing unless vhost-user labs can run now."""
+    caps = vhost_user.probe_vhost_user(missing_packages(vhost_user.PACKAGES))
+    if not caps.ready:
+        raise HostError(f"vhost-user labs cannot run on this host: {caps.reason}")
+
+
 def apply_host_plan(
     host_plan: HostPlan, use_systemd: bool, log: Callable[[str], None] = lambda s: None
 ) -> list[HostAction]:
     """Carry out a host plan in order; return the actions taken. Raises HostError naming the
     daemon and its log when one does not start, OperationError when apt-get or modprobe fail."""
     done: list[HostAction] = []
-    packages = tuple(a.target for a in host_plan.actions if a.kind == "install")
-    if packages:
-        _install_packages(packages, log)
-        done += [a for a in host_plan.actions if a.kind == "install"]
-        log(f"installed packages: {' '.join(packages)}")
+    installs = [a for a in host_plan.actions if a.kind == "install"]
+    if installs:
+        _install_packages(tuple(a.target for a in installs), log)
+    done += installs
     for action in host_plan.actions:
         if action.kind == "load-module" and not module_loaded(action.target):
             _run(["modprobe", action.target], timeout=60)
@@ -154,17 +181,20 @@ def _run(argv: list[str], timeout: float = 120.0, env: dict[str, str] | None = N
 
 
 def _install_packages(packages: tuple[str, ...], log: Callable[[str], None]) -> None:
-    # With the Recommends, as this set was first installed and measured on the development
-    # machines: a fresh CI host then gets exactly the tested package set.
+    # The required set with the Recommends, as it was first installed and measured on the
+    # development machines: a fresh CI host then gets exactly the tested package set.
+    # vhost-user's without them (see vhost_user.PACKAGES), in a run of their own.
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     lock = ["-o", "DPkg::Lock::Timeout=300"]  # wait for another apt run instead of failing
     log("apt-get update")
     _run(["apt-get", *lock, "update"], timeout=900, env=env)
-    log(f"apt-get install {' '.join(packages)}")
-    _run(
-        ["apt-get", *lock, "install", "-y", *packages],
-        timeout=3600, env=env,
-    )  # fmt: skip
+    lean = tuple(p for p in packages if p in vhost_user.PACKAGES)
+    for group, options in ((tuple(p for p in packages if p not in lean), []),
+                           (lean, ["--no-install-recommends"])):  # fmt: skip
+        if group:
+            log(f"apt-get install {' '.join([*options, *group])}")
+            _run(["apt-get", *lock, "install", "-y", *options, *group], timeout=3600, env=env)
+            log(f"installed packages: {' '.join(group)}")
 
 
 # ---- starting daemons ------------------------------------------------------------------

@@ -30,6 +30,8 @@ from provision.host.tcg import installed_wrapper
 if TYPE_CHECKING:
     import libvirt
 
+    from provision.host.vhost_user import VhostUserCaps
+
 REQUIRED_PACKAGES: tuple[str, ...] = (
     "qemu-system-x86", "qemu-utils", "libvirt-daemon-system", "libvirt-clients", "libvirt-dev",
     "pkg-config", "openvswitch-switch", "linux-image-amd64", "busybox-static",
@@ -79,6 +81,7 @@ class HostCaps:
     tcg_wrapper: str = ""  # provision/host/tcg.py's wrapper when installed for `emulator`
     # (on every host: `host prepare` cannot know a fresh host's KVM before QEMU is there;
     # only TCG domains run through it)
+    vhost_user: VhostUserCaps | None = None  # vhost-user labs' needs; full probes only
 
     @property
     def vhost_net_usable(self) -> bool:
@@ -141,6 +144,7 @@ class HostCaps:
         data["domain_type"] = self.domain_type
         data["domain_emulator"] = self.domain_emulator
         data["accel"] = self.accel
+        data["vhost_user"] = self.vhost_user.to_dict() if self.vhost_user else None
         return data
 
 
@@ -194,7 +198,14 @@ def _caps(kvm_usable: bool, kvm_reason: str, dcaps: DomainCaps | None, full: boo
         systemd=systemd_running(),
         loadable_modules=loadable_modules() if full else (),
         tcg_wrapper=installed_wrapper(dcaps.emulator) if dcaps else "",
+        vhost_user=_vhost_user() if full else None,
     )
+
+
+def _vhost_user() -> VhostUserCaps:
+    from provision.host import vhost_user  # host check and prepare only, never lab commands
+
+    return vhost_user.probe_vhost_user(missing_packages(vhost_user.PACKAGES))
 
 
 def domain_caps(virttype: str, conn: libvirt.virConnect | None = None) -> DomainCaps:

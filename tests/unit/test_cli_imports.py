@@ -130,3 +130,14 @@ def test_a_command_is_named_as_its_function_is() -> None:
     args = build_parser().parse_args(["hosts", "exec", "hv1", "--", "true"])
     assert args.func.__name__ == "hosts_exec"
     assert args.func.module == "provision.cli.hosts"
+
+
+def test_lab_commands_never_load_the_vhost_user_probe() -> None:
+    """The vhost-user probe (two `--version` runs, the private QEMU's manifest) belongs to
+    `host check` and `host prepare`: the engine, verify and the commands module do not import
+    it, and only a full probe (``probe_host``) calls it."""
+    code = ("import provision.cli.commands, provision.engine.lab, provision.verify.runner, "
+            "provision.host.probe")
+    found = _imported(code, ("provision",))
+    assert [m for m in found if m in ("provision.host.vhost_user",
+                                      "provision.host.qemu_private")] == []
