@@ -189,12 +189,26 @@ def _install_packages(packages: tuple[str, ...], log: Callable[[str], None]) -> 
     log("apt-get update")
     _run(["apt-get", *lock, "update"], timeout=900, env=env)
     lean = tuple(p for p in packages if p in vhost_user.PACKAGES)
-    for group, options in ((tuple(p for p in packages if p not in lean), []),
-                           (lean, ["--no-install-recommends"])):  # fmt: skip
-        if group:
-            log(f"apt-get install {' '.join([*options, *group])}")
-            _run(["apt-get", *lock, "install", "-y", *options, *group], timeout=3600, env=env)
-            log(f"installed packages: {' '.join(group)}")
+    for group in (tuple(p for p in packages if p not in lean), lean):
+        if not group:
+            continue
+        argv = ["apt-get", *lock, "install", "-y"]
+        if group is lean:  # after the required set: openvswitch-switch is there by now
+            argv += ["--no-install-recommends",
+                     *vhost_user.apt_targets(group, installed_version("openvswitch-switch"))]
+        else:
+            argv += group
+        log(" ".join(argv))
+        _run(argv, timeout=3600, env=env)
+        log(f"installed packages: {' '.join(group)}")
+
+
+def installed_version(package: str) -> str:
+    """The version dpkg has installed of `package`, "" when none."""
+    proc = subprocess.run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${Version}", package],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    status, _, version = proc.stdout.partition(" ")
+    return version.strip() if proc.returncode == 0 and status.startswith("ii") else ""
 
 
 # ---- starting daemons ------------------------------------------------------------------

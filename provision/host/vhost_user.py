@@ -104,6 +104,14 @@ class VhostUserCaps:
         return {"ready": self.ready, "reason": self.reason, "evidence": evidence}
 
 
+def apt_targets(packages: tuple[str, ...], ovs_version: str) -> list[str]:
+    """`apt-get install` arguments for `packages`: the DPDK build pinned to the installed
+    openvswitch-switch's version (`ovs_version`, "" when none is installed).  It depends on
+    exactly that version, so unpinned, a newer candidate would upgrade the host's OVS, and
+    the upgrade restarts its ovs-vswitchd; pinned, apt refuses instead."""
+    return [f"{p}={ovs_version}" if p == PACKAGES[0] and ovs_version else p for p in packages]
+
+
 def parse_dpdk_version(text: str) -> str:
     """'ovs-vswitchd (Open vSwitch) 3.1.0\\nDPDK 22.11.11' -> '22.11.11' ('' when absent)."""
     m = re.search(r"^DPDK ([0-9]+(?:\.[0-9]+)+)", text, re.MULTILINE)

@@ -17,6 +17,7 @@ from provision.host.vhost_user import (
     MEMPOOL_RING,
     PACKAGES,
     VhostUserCaps,
+    apt_targets,
     parse_dpdk_version,
     probe_memfd,
 )
@@ -81,6 +82,13 @@ def test_the_pinned_qemu_release_is_the_private_trees() -> None:
 ])  # fmt: skip
 def test_the_dpdk_release_comes_from_its_own_line(text: str, version: str) -> None:
     assert parse_dpdk_version(text) == version
+
+
+def test_the_dpdk_build_is_pinned_to_the_installed_ovs_so_apt_never_upgrades_it() -> None:
+    assert apt_targets(PACKAGES, "3.1.0-2+deb12u1") == [
+        "openvswitch-switch-dpdk=3.1.0-2+deb12u1", "librte-mempool-ring23"]
+    assert apt_targets(PACKAGES, "") == list(PACKAGES)
+    assert apt_targets(("librte-mempool-ring23",), "3.1.0") == ["librte-mempool-ring23"]
 
 
 def test_this_kernel_creates_sealable_memfds() -> None:
