@@ -243,6 +243,11 @@ def ping_counts(text: str) -> tuple[int, int]:
     return sum(int(s) for s, _ in found), sum(int(r) for _, r in found)
 
 
+def ping_rtts(text: str) -> tuple[float, ...]:
+    """Each reply's round trip in ms (``time=X ms`` of busybox and iputils alike)."""
+    return tuple(float(m) for m in re.findall(r"\btime=([\d.]+) ?ms", text))
+
+
 def iperf_summary(text: str) -> dict[str, Any]:
     """An ``iperf3 -J`` run: bytes sent and received, the receiver's rate, and any error
     (iperf3 3.12 exits 0 after an error when writing JSON, so the JSON decides)."""

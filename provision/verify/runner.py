@@ -36,7 +36,7 @@ from provision.engine.record import host_facts, lab_record
 from provision.errors import HostError
 from provision.host.probe import HostCaps, lab_caps
 from provision.image import resolve
-from provision.verify import guest, host_checks, matrix, parse, qemu, tcp, traffic
+from provision.verify import guest, host_checks, matrix, parse, pings, qemu, silence, tcp, traffic
 from provision.verify.matrix import Endpoint
 from provision.verify.model import Check, VerifyReport, hop_order, skipped
 
@@ -100,31 +100,58 @@ def _vm_phase(b: Backends, lab: spec.Lab, want: DesiredLab, vm: spec.VmSpec,
     return VmState(desired.name, dom, running, actual, view, checks)
 
 
+Pinged = dict[pings.Ping, tuple[int, int, str] | str]
+
+
 def _matrix_checks(eps: list[Endpoint], states: dict[str, VmState],
                    probes: Sequence[tuple[Endpoint, Endpoint]] = ()) -> list[Check]:
     """Pings from this host's guests: to every peer on their segment (here or on another
-    hypervisor) and to every NIC of another VLAN of their bridges."""
+    hypervisor), then to every NIC of another VLAN of their bridges, listening as long as
+    the reach round trips on that bridge ground (``silence``)."""
     local = set(states)
-    pings = [guest.Ping("reach", a, b)
+    reach = [pings.Ping("reach", a, b)
              for a, b in matrix.from_here(matrix.reach_pairs(eps), local)]
-    pings += [guest.Ping("isolation", a, b)
-              for a, b in matrix.from_here(matrix.isolation_pairs(eps), local)]
-    pings += [guest.Ping("reach", a, b) for a, b in probes if a.domain in local]
-    by_source: dict[str, list[guest.Ping]] = defaultdict(list)
-    for p in pings:
-        by_source[p.src.domain].append(p)
-    results: dict[guest.Ping, tuple[int, int, str] | str] = {}
-    for part in parallel(lambda d: guest.ping_from(states[d].dom, states[d].view,
-                                                   by_source[d]), list(by_source)):
-        results.update(part)
+    reach += [pings.Ping("reach", a, b) for a, b in probes if a.domain in local]
+    isolation = [pings.Ping("isolation", a, b)
+                 for a, b in matrix.from_here(matrix.isolation_pairs(eps), local)]
+    reached: Pinged = {}
+    for part in parallel(lambda item: pings.ping_from(states[item[0]].dom,
+                                                      states[item[0]].view, item[1]),
+                         list(_by_source(reach).items())):
+        reached.update(part)
+    windows = silence.windows([pings.reach_sample(p, reached[p]) for p in reach],
+                              {p.src.bridge for p in isolation})
     checks = [skipped("reach", ep.target, why) for ep, why in matrix.excluded(eps)
               if ep.domain in local]
-    for p in pings:
-        if p.kind == "reach":
-            checks.append(guest.reach_check(p, results[p]))
-        else:
+    checks += [pings.reach_check(p, reached[p]) for p in reach]
+    return checks + _isolation_checks(isolation, states, windows)
+
+
+def _by_source(ps: list[pings.Ping]) -> dict[str, list[pings.Ping]]:
+    by_source: dict[str, list[pings.Ping]] = defaultdict(list)
+    for p in ps:
+        by_source[p.src.domain].append(p)
+    return by_source
+
+
+def _isolation_checks(isolation: list[pings.Ping], states: dict[str, VmState],
+                      windows: dict[str, silence.Window]) -> list[Check]:
+    """Every VM's isolation pings at once, each VM listening for the longest window of
+    the bridges its pings cross."""
+    def listen(item: tuple[str, list[pings.Ping]],
+               ) -> tuple[list[pings.Ping], silence.Window, Pinged, float | None]:
+        domain, ps = item
+        window = max((windows[p.src.bridge] for p in ps), key=lambda w: w.seconds)
+        results, listened = pings.listen_from(states[domain].dom, states[domain].view, ps,
+                                              window.seconds)
+        return ps, window, results, listened
+
+    checks = []
+    for ps, window, results, listened in parallel(listen, list(_by_source(isolation).items())):
+        for p in ps:
             dst = states.get(p.dst.domain)
-            checks.append(guest.isolation_check(p, results[p], dst.view if dst else None))
+            checks.append(pings.isolation_check(p, results[p], dst.view if dst else None,
+                                                window, listened))
     return checks
 
 
