@@ -162,9 +162,9 @@ def reach_sample(p: Ping, result: tuple[int, int, str] | str) -> ReachSample:
     """What a reach ping tells the isolation window of its bridge (nothing, if it did
     not run: counted as a loss)."""
     if isinstance(result, str):
-        return ReachSample(p.src.bridge, 0, 0, ())
-    sent, received, text = result
-    return ReachSample(p.src.bridge, sent, received, parse.ping_rtts(text))
+        return ReachSample(p.src.bridge, (), ())
+    text = result[2]
+    return ReachSample(p.src.bridge, tuple(parse.ping_rounds(text)), parse.ping_rtts(text))
 
 
 def listen_from(dom: libvirt.virDomain | None, view: GuestView, pings: list[Ping],

@@ -12,8 +12,10 @@ the slowest reply any reach ping on the bridge saw: five times the two exchanges
 needs, and never less than ``SILENCE_FLOOR_S`` (a ping process starting in a TCG guest) nor
 more than ``ISOLATION_DEADLINE_S``, the fixed wait it replaces.
 
-The measurement must be clean to count: every reach ping on the bridge answered every probe
-of its first round. A lost probe means the path loses frames now, and a lost ARP request is
+The measurement must be clean to count: every reach ping on the bridge got its
+``REACH_PROBES`` replies in its first round. (Busybox's ``ping -A -c 3`` may send a fourth
+probe before the third reply is in and exit at that reply: "4 transmitted, 3 received" is
+not a loss.) A lost probe means the path loses frames now, and a lost ARP request is
 sent again only after the kernel's 1 s retransmit time, so such a bridge (or one whose NICs
 have no reach pair to measure by) gets the whole deadline, as before. A loaded lab's round
 trips grow, and its window with them, up to the deadline.
@@ -27,16 +29,23 @@ from dataclasses import dataclass
 ISOLATION_DEADLINE_S = 2  # the longest wait: what every isolation ping waited before
 SILENCE_FLOOR_S = 0.5  # the shortest: covers starting the ping processes in a TCG guest
 RTT_FACTOR = 10  # window = factor x the slowest reach round trip on the bridge
+REACH_PROBES = 3  # the replies a reach ping's round waits for (pings._PING_ALL's ping -c)
 
 
 @dataclass(frozen=True)
 class ReachSample:
-    """What one reach ping on a bridge saw: probes sent, replies, each reply's time."""
+    """What one reach ping on a bridge saw: (probes sent, replies) of each round it ran,
+    and each reply's time."""
 
     bridge: str
-    sent: int
-    received: int
+    rounds: tuple[tuple[int, int], ...]
     rtts_ms: tuple[float, ...]
+
+    @property
+    def clean(self) -> bool:
+        """Every reply of the first round came, and no further round was needed."""
+        return (len(self.rounds) == 1 and self.rounds[0][1] >= REACH_PROBES
+                and bool(self.rtts_ms))
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,7 @@ def bridge_window(samples: list[ReachSample]) -> Window:
     """The window for one bridge from its reach pings' samples."""
     if not samples:
         return full_deadline("no reach pair on this bridge measured its round trip")
-    lossy = [s for s in samples if s.received != s.sent or s.sent == 0 or not s.rtts_ms]
+    lossy = [s for s in samples if not s.clean]
     if lossy:
         return full_deadline(f"{len(lossy)} reach ping(s) on this bridge lost probes, so "
                              "a lost ARP request would need the kernel's 1 s retransmit")

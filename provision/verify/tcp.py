@@ -130,7 +130,7 @@ _SEND_DONE = r"""
 d=/tmp/vl-l4.$1
 [ -r "$d/pid" ] && read -r p < "$d/pid" && kill "$p" 2> /dev/null
 i=0
-while [ ! -e "$d/sum" ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done
+while [ -d "$d" ] && [ ! -e "$d/sum" ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done
 echo "@@ sent"; [ -r "$d/sum" ] && while IFS= read -r l; do echo "$l"; done < "$d/sum"
 rm -rf "$d"
 """
