@@ -1,6 +1,7 @@
 """The reachability matrix, pinged from inside the guests (one guest-exec per VM and kind,
-every ping of it at once): ``reach`` first, then ``isolation``, which listens for silence
-for a window grounded in the reach round trips of the same run (``silence``).
+every ping of it at once): ``reach`` and ``isolation`` together; the isolation pings listen
+for silence until the window grounded in the reach round trips of the same run
+(``silence``) has passed, when the host, having those round trips, closes it.
 
 Scripts here are constant text; targets reach them as positional arguments, never
 interpolated into the script.
@@ -8,6 +9,7 @@ interpolated into the script.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import libvirt
@@ -44,30 +46,48 @@ for t in "$@"; do
 done
 rm -f /tmp/vl-ping.$$.*
 """
-# $1 = seconds to listen (decimal), $2 = ping's own deadline, $3..: "IFNAME,ADDRESS" targets.
-# Isolation pings, every one at once; after the window each one still running gets SIGINT
-# (busybox and iputils ping print their statistics on it). "@@ listened T0 T1": the guest's
-# uptime once every ping was started and when the window closed.
+# $1 = TOKEN, $2 = ping's own deadline, $3..: "IFNAME,ADDRESS" targets. Isolation pings,
+# every one at once, beside the reach pings; their outputs in /tmp/vl-iso.TOKEN. "start"
+# holds the guest's uptime once every ping was started, and their pids, for _CLOSE, which
+# ends them (SIGINT: busybox and iputils ping print their statistics on it) when the window
+# the reach round trips ground has passed, and writes its uptime then in "stop". "@@
+# listened T0 T1 [TS]": the start, when the pings had ended, and the stop if there was one.
 _LISTEN = r"""
-win=$1; secs=$2; shift 2
+d=/tmp/vl-iso.$1; secs=$2; shift 2; mkdir -p "$d"
 k=0; pids=""
 for t in "$@"; do
-  ping -c 3 -i 0.2 -W "$secs" -w "$secs" -I "${t%%,*}" "${t#*,}" > "/tmp/vl-iso.$$.$k" 2>&1 &
+  ping -c 3 -i 0.2 -W "$secs" -w "$secs" -I "${t%%,*}" "${t#*,}" > "$d/$k" 2>&1 &
   pids="$pids $!"; k=$((k+1))
 done
 read -r t0 _ < /proc/uptime
-sleep "$win"
-read -r t1 _ < /proc/uptime
-kill -INT $pids 2> /dev/null
+echo "$t0$pids" > "$d/start.part"; mv "$d/start.part" "$d/start"
 wait
-echo "@@ listened $t0 $t1"
+read -r t1 _ < /proc/uptime; ts=
+[ -r "$d/stop" ] && read -r ts < "$d/stop"
+echo "@@ listened $t0 $t1 $ts"
 k=0
 for t in "$@"; do
-  echo "@@ $k"; while IFS= read -r l; do echo "$l"; done < "/tmp/vl-iso.$$.$k"; k=$((k+1))
+  echo "@@ $k"; while IFS= read -r l; do echo "$l"; done < "$d/$k"; k=$((k+1))
 done
-rm -f /tmp/vl-iso.$$.*
+: > "$d/over"
 """
-
+# $1 = TOKEN, $2 = the window in centiseconds: once _LISTEN's pings have listened that long
+# (by the guest's clock, from "start"), SIGINT them; then remove the directory once _LISTEN
+# has printed. Integer arithmetic on /proc/uptime's two decimals; builtins but for sleep, rm.
+_CLOSE = r"""
+d=/tmp/vl-iso.$1; i=0
+while [ ! -r "$d/start" ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done
+read -r t0 pids < "$d/start" || exit 0
+read -r now _ < /proc/uptime
+end=$(( ${t0%.*}${t0#*.} + $2 )); cur=$(( ${now%.*}${now#*.} ))
+if [ "$cur" -lt "$end" ]; then
+  w=$((end - cur)); r=$((w % 100)); [ "$r" -lt 10 ] && r=0$r; sleep "$((w / 100)).$r"
+fi
+read -r ts _ < /proc/uptime; echo "$ts" > "$d/stop"
+kill -INT $pids 2> /dev/null
+i=0; while [ ! -e "$d/over" ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done
+rm -rf "$d"
+"""
 
 
 # A reach ping: up to REACH_ROUNDS rounds of three probes, each waiting REACH_DEADLINE_S for
@@ -167,13 +187,10 @@ def reach_sample(p: Ping, result: tuple[int, int, str] | str) -> ReachSample:
     return ReachSample(p.src.bridge, tuple(parse.ping_rounds(text)), parse.ping_rtts(text))
 
 
-def listen_from(dom: libvirt.virDomain | None, view: GuestView, pings: list[Ping],
-                window: float) -> tuple[dict[Ping, tuple[int, int, str] | str], float | None]:
-    """Run one VM's isolation pings at once for ``window`` seconds: per ping (sent,
-    received, output) or why it did not run, and the seconds the guest measured it listen
-    (None when it did not say)."""
-    if dom is None or view.error:
-        return {p: (view.error or "the domain is not running") for p in pings}, None
+def _runnable(view: GuestView, pings: list[Ping]) -> tuple[list[tuple[Ping, str]],
+                                                          dict[Ping, str]]:
+    """The pings whose source interface the guest has, as _LISTEN's targets, and why the
+    others cannot run."""
     runnable, out = [], {}
     for p in pings:
         iface = view.iface(p.src)
@@ -181,11 +198,23 @@ def listen_from(dom: libvirt.virDomain | None, view: GuestView, pings: list[Ping
             out[p] = view.missing(p.src)
         else:
             runnable.append((p, f"{iface.ifname},{p.dst.address}"))
+    return runnable, out
+
+
+def listen_from(dom: libvirt.virDomain | None, view: GuestView, pings: list[Ping],
+                token: str) -> tuple[dict[Ping, tuple[int, int, str] | str], float | None]:
+    """Start one VM's isolation pings at once; they listen until ``close_window`` ends them
+    (or their own deadline). Per ping (sent, received, output) or why it did not run, and
+    the seconds the guest measured them listen (None when it did not say)."""
+    if dom is None or view.error:
+        return {p: (view.error or "the domain is not running") for p in pings}, None
+    runnable, out = _runnable(view, pings)
     if not runnable:
         return out, None
-    args = [f"{window:.2f}", str(ISOLATION_DEADLINE_S), *[arg for _p, arg in runnable]]
+    args = [token, str(ISOLATION_DEADLINE_S), *[arg for _p, arg in runnable]]
     try:
-        _code, text, err = run_sh(dom, _LISTEN, args, timeout=window + 30 + 2 * len(runnable))
+        _code, text, err = run_sh(dom, _LISTEN, args,
+                                  timeout=ISOLATION_DEADLINE_S + 30 + 2 * len(runnable))
     except agent.AgentError as exc:
         return {**out, **{p: str(exc) for p, _ in runnable}}, None
     blocks = parse.sections(text)
@@ -193,17 +222,29 @@ def listen_from(dom: libvirt.virDomain | None, view: GuestView, pings: list[Ping
         body = blocks.get(str(k), err.strip())
         sent, received = parse.ping_counts(body)
         out[p] = (sent, received, body.strip())
-    return out, _listened(blocks)
+    return out, listened(blocks)
 
 
-def _listened(blocks: dict[str, str]) -> float | None:
-    """Seconds between the ``@@ listened T0 T1`` uptimes."""
+def close_window(dom: libvirt.virDomain | None, view: GuestView, pings: list[Ping],
+                 token: str, window: float) -> None:
+    """End ``listen_from``'s pings once they have listened ``window`` seconds. Nothing to
+    do where ``listen_from`` started none; a guest that does not answer keeps them until
+    their own deadline."""
+    if dom is None or view.error or not _runnable(view, pings)[0]:
+        return
+    with contextlib.suppress(agent.AgentError):
+        run_sh(dom, _CLOSE, [token, str(round(window * 100))], timeout=window + 30)
+
+
+def listened(blocks: dict[str, str]) -> float | None:
+    """Seconds from the ``@@ listened T0 T1 [TS]`` uptimes: from the start until the pings
+    ended or were stopped, whichever came first."""
     header = next((h for h in blocks if h.startswith("listened ")), "")
     try:
-        t0, t1 = (float(w) for w in header.split()[1:3])
+        t0, *ends = (float(w) for w in header.split()[1:])
     except ValueError:
         return None
-    return round(t1 - t0, 2)
+    return round(min(ends) - t0, 2) if ends else None
 
 
 def isolation_check(p: Ping, result: tuple[int, int, str] | str, dst_view: GuestView | None,

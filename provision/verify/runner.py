@@ -9,9 +9,11 @@ queue's traffic; the reachability matrix (one concurrent guest-exec per VM); TCP
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,25 +108,42 @@ Pinged = dict[pings.Ping, tuple[int, int, str] | str]
 def _matrix_checks(eps: list[Endpoint], states: dict[str, VmState],
                    probes: Sequence[tuple[Endpoint, Endpoint]] = ()) -> list[Check]:
     """Pings from this host's guests: to every peer on their segment (here or on another
-    hypervisor), then to every NIC of another VLAN of their bridges, listening as long as
-    the reach round trips on that bridge ground (``silence``)."""
+    hypervisor), and at the same time to every NIC of another VLAN of their bridges; the
+    latter listen until the reach round trips on that bridge have grounded how long
+    (``silence``)."""
     local = set(states)
     reach = [pings.Ping("reach", a, b)
              for a, b in matrix.from_here(matrix.reach_pairs(eps), local)]
     reach += [pings.Ping("reach", a, b) for a, b in probes if a.domain in local]
-    isolation = [pings.Ping("isolation", a, b)
-                 for a, b in matrix.from_here(matrix.isolation_pairs(eps), local)]
-    reached: Pinged = {}
-    for part in parallel(lambda item: pings.ping_from(states[item[0]].dom,
-                                                      states[item[0]].view, item[1]),
-                         list(_by_source(reach).items())):
-        reached.update(part)
-    windows = silence.windows([pings.reach_sample(p, reached[p]) for p in reach],
-                              {p.src.bridge for p in isolation})
+    isolation = _by_source([pings.Ping("isolation", a, b)
+                            for a, b in matrix.from_here(matrix.isolation_pairs(eps), local)])
+    tokens = {d: secrets.token_hex(6) for d in isolation}
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(isolation)))) as pool:
+        listening = {d: pool.submit(pings.listen_from, states[d].dom, states[d].view, ps,
+                                    tokens[d]) for d, ps in isolation.items()}
+        reached: Pinged = {}
+        for part in parallel(lambda item: pings.ping_from(states[item[0]].dom,
+                                                          states[item[0]].view, item[1]),
+                             list(_by_source(reach).items())):
+            reached.update(part)
+        windows = silence.windows([pings.reach_sample(p, reached[p]) for p in reach],
+                                  {p.src.bridge for ps in isolation.values() for p in ps})
+        vm_windows = {d: max((windows[p.src.bridge] for p in ps), key=lambda w: w.seconds)
+                      for d, ps in isolation.items()}
+        parallel(lambda d: pings.close_window(states[d].dom, states[d].view, isolation[d],
+                                              tokens[d], vm_windows[d].seconds),
+                 list(isolation))
+        heard = {d: f.result() for d, f in listening.items()}
     checks = [skipped("reach", ep.target, why) for ep, why in matrix.excluded(eps)
               if ep.domain in local]
     checks += [pings.reach_check(p, reached[p]) for p in reach]
-    return checks + _isolation_checks(isolation, states, windows)
+    for d, ps in isolation.items():
+        results, listened = heard[d]
+        for p in ps:
+            dst = states.get(p.dst.domain)
+            checks.append(pings.isolation_check(p, results[p], dst.view if dst else None,
+                                                vm_windows[d], listened))
+    return checks
 
 
 def _by_source(ps: list[pings.Ping]) -> dict[str, list[pings.Ping]]:
@@ -132,27 +151,6 @@ def _by_source(ps: list[pings.Ping]) -> dict[str, list[pings.Ping]]:
     for p in ps:
         by_source[p.src.domain].append(p)
     return by_source
-
-
-def _isolation_checks(isolation: list[pings.Ping], states: dict[str, VmState],
-                      windows: dict[str, silence.Window]) -> list[Check]:
-    """Every VM's isolation pings at once, each VM listening for the longest window of
-    the bridges its pings cross."""
-    def listen(item: tuple[str, list[pings.Ping]],
-               ) -> tuple[list[pings.Ping], silence.Window, Pinged, float | None]:
-        domain, ps = item
-        window = max((windows[p.src.bridge] for p in ps), key=lambda w: w.seconds)
-        results, listened = pings.listen_from(states[domain].dom, states[domain].view, ps,
-                                              window.seconds)
-        return ps, window, results, listened
-
-    checks = []
-    for ps, window, results, listened in parallel(listen, list(_by_source(isolation).items())):
-        for p in ps:
-            dst = states.get(p.dst.domain)
-            checks.append(pings.isolation_check(p, results[p], dst.view if dst else None,
-                                                window, listened))
-    return checks
 
 
 def _queue_checks(b: Backends, eps: list[Endpoint], states: dict[str, VmState],

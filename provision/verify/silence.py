@@ -6,8 +6,11 @@ an address of the same subnet on another VLAN of the same bridge. If the VLANs l
 answer would need two exchanges over that bridge: the ARP request and reply, then the echo
 and its reply; each crosses the same taps, the same OVS bridge and the same guest kernels
 (ARP and ICMP echo are both answered in the peer's softirq) as a ``reach`` ping's echo. The
-reach pings run first, on a path the queues check has just driven (so their neighbours are
-resolved and their round trips are one exchange each). The window is ``RTT_FACTOR`` times
+reach pings run at the same time as the isolation pings, under the same load, and the host
+ends the isolation pings only once the reach round trips are in and the window they ground
+has passed (by the guest's clock, from when every isolation ping was started). A reach
+round trip is one exchange (the queues check has just resolved the neighbours) or two (an
+ARP exchange first). The window is ``RTT_FACTOR`` times
 the slowest reply any reach ping on the bridge saw: five times the two exchanges a leak
 needs, and never less than ``SILENCE_FLOOR_S`` (a ping process starting in a TCG guest) nor
 more than ``ISOLATION_DEADLINE_S``, the fixed wait it replaces.

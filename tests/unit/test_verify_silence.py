@@ -89,7 +89,10 @@ def test_isolation_evidence_says_how_long_it_listened_and_why() -> None:
     assert f"in {SILENCE_FLOOR_S:g} s" in check.detail
 
 
-def test_listened_reads_the_guest_uptimes() -> None:
-    blocks = parse.sections("@@ listened 563.27 563.87\n@@ 0\nPING\n")
-    assert pings._listened(blocks) == 0.6
-    assert pings._listened({"0": ""}) is None
+def test_listened_runs_from_the_start_to_the_stop_or_the_pings_own_end() -> None:
+    stopped = parse.sections("@@ listened 563.27 563.87 563.79\n@@ 0\nPING\n")
+    assert pings.listened(stopped) == 0.52  # stopped at the end of the window
+    ended = parse.sections("@@ listened 563.27 565.30 565.90\n@@ 0\nPING\n")
+    assert pings.listened(ended) == 2.03  # the deadline came first; the stop found them gone
+    assert pings.listened(parse.sections("@@ listened 563.27 565.30 \n")) == 2.03
+    assert pings.listened({"0": ""}) is None
