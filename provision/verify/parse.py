@@ -236,11 +236,22 @@ def snmp(text: str) -> dict[str, dict[str, int]]:
     return out
 
 
+def ping_rounds(text: str) -> list[tuple[int, int]]:
+    """(transmitted, received) of each of ping's summary lines (one per round of probes)."""
+    found = re.findall(r"(\d+) packets transmitted, (\d+) (?:packets )?received", text)
+    return [(int(s), int(r)) for s, r in found]
+
+
 def ping_counts(text: str) -> tuple[int, int]:
     """(transmitted, received) summed over ping's summary lines (one per round of probes);
     (0, 0) when there is none."""
-    found = re.findall(r"(\d+) packets transmitted, (\d+) (?:packets )?received", text)
-    return sum(int(s) for s, _ in found), sum(int(r) for _, r in found)
+    rounds = ping_rounds(text)
+    return sum(s for s, _ in rounds), sum(r for _, r in rounds)
+
+
+def ping_rtts(text: str) -> tuple[float, ...]:
+    """Each reply's round trip in ms (``time=X ms`` of busybox and iputils alike)."""
+    return tuple(float(m) for m in re.findall(r"\btime=([\d.]+) ?ms", text))
 
 
 def iperf_summary(text: str) -> dict[str, Any]:

@@ -9,9 +9,11 @@ queue's traffic; the reachability matrix (one concurrent guest-exec per VM); TCP
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +38,7 @@ from provision.engine.record import host_facts, lab_record
 from provision.errors import HostError
 from provision.host.probe import HostCaps, lab_caps
 from provision.image import resolve
-from provision.verify import guest, host_checks, matrix, parse, qemu, tcp, traffic
+from provision.verify import guest, host_checks, matrix, parse, pings, qemu, silence, tcp, traffic
 from provision.verify.matrix import Endpoint
 from provision.verify.model import Check, VerifyReport, hop_order, skipped
 
@@ -100,32 +102,55 @@ def _vm_phase(b: Backends, lab: spec.Lab, want: DesiredLab, vm: spec.VmSpec,
     return VmState(desired.name, dom, running, actual, view, checks)
 
 
+Pinged = dict[pings.Ping, tuple[int, int, str] | str]
+
+
 def _matrix_checks(eps: list[Endpoint], states: dict[str, VmState],
                    probes: Sequence[tuple[Endpoint, Endpoint]] = ()) -> list[Check]:
     """Pings from this host's guests: to every peer on their segment (here or on another
-    hypervisor) and to every NIC of another VLAN of their bridges."""
+    hypervisor), and at the same time to every NIC of another VLAN of their bridges; the
+    latter listen until the reach round trips on that bridge have grounded how long
+    (``silence``)."""
     local = set(states)
-    pings = [guest.Ping("reach", a, b)
+    reach = [pings.Ping("reach", a, b)
              for a, b in matrix.from_here(matrix.reach_pairs(eps), local)]
-    pings += [guest.Ping("isolation", a, b)
-              for a, b in matrix.from_here(matrix.isolation_pairs(eps), local)]
-    pings += [guest.Ping("reach", a, b) for a, b in probes if a.domain in local]
-    by_source: dict[str, list[guest.Ping]] = defaultdict(list)
-    for p in pings:
-        by_source[p.src.domain].append(p)
-    results: dict[guest.Ping, tuple[int, int, str] | str] = {}
-    for part in parallel(lambda d: guest.ping_from(states[d].dom, states[d].view,
-                                                   by_source[d]), list(by_source)):
-        results.update(part)
+    reach += [pings.Ping("reach", a, b) for a, b in probes if a.domain in local]
+    isolation = _by_source([pings.Ping("isolation", a, b)
+                            for a, b in matrix.from_here(matrix.isolation_pairs(eps), local)])
+    tokens = {d: secrets.token_hex(6) for d in isolation}
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(isolation)))) as pool:
+        listening = {d: pool.submit(pings.listen_from, states[d].dom, states[d].view, ps,
+                                    tokens[d]) for d, ps in isolation.items()}
+        reached: Pinged = {}
+        for part in parallel(lambda item: pings.ping_from(states[item[0]].dom,
+                                                          states[item[0]].view, item[1]),
+                             list(_by_source(reach).items())):
+            reached.update(part)
+        windows = silence.windows([pings.reach_sample(p, reached[p]) for p in reach],
+                                  {p.src.bridge for ps in isolation.values() for p in ps})
+        vm_windows = {d: max((windows[p.src.bridge] for p in ps), key=lambda w: w.seconds)
+                      for d, ps in isolation.items()}
+        parallel(lambda d: pings.close_window(states[d].dom, states[d].view, isolation[d],
+                                              tokens[d], vm_windows[d].seconds),
+                 list(isolation))
+        heard = {d: f.result() for d, f in listening.items()}
     checks = [skipped("reach", ep.target, why) for ep, why in matrix.excluded(eps)
               if ep.domain in local]
-    for p in pings:
-        if p.kind == "reach":
-            checks.append(guest.reach_check(p, results[p]))
-        else:
+    checks += [pings.reach_check(p, reached[p]) for p in reach]
+    for d, ps in isolation.items():
+        results, listened = heard[d]
+        for p in ps:
             dst = states.get(p.dst.domain)
-            checks.append(guest.isolation_check(p, results[p], dst.view if dst else None))
+            checks.append(pings.isolation_check(p, results[p], dst.view if dst else None,
+                                                vm_windows[d], listened))
     return checks
+
+
+def _by_source(ps: list[pings.Ping]) -> dict[str, list[pings.Ping]]:
+    by_source: dict[str, list[pings.Ping]] = defaultdict(list)
+    for p in ps:
+        by_source[p.src.domain].append(p)
+    return by_source
 
 
 def _queue_checks(b: Backends, eps: list[Endpoint], states: dict[str, VmState],

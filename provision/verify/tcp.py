@@ -76,13 +76,16 @@ L4_LIMIT_S = 60  # a loaded host of TCG guests moves 1 MiB in well under this
 L4_STALL_S = 10  # no byte for this long: the path carries nothing
 
 # $1 = ADDRESS, $2 = PORT, $3 = bytes, $4 = seconds the server may live. A file of random
-# bytes, its size and MD5, and an HTTP server for it bound to the lab address: busybox's
-# httpd where there is one (tiny), else Python's (every cloud image has python3 for
-# cloud-init). The server's pid goes next to the file, for _SEND_DONE.
+# bytes and an HTTP server for it bound to the lab address: busybox's httpd where there is
+# one (tiny), else Python's (every cloud image has python3 for cloud-init). The file's size
+# and MD5 are computed in the background while the server starts and the receiver fetches,
+# into sum (written whole by a rename), which _SEND_DONE prints; the server's pid goes next
+# to the file, for _SEND_DONE.
 _SEND = _LISTENING + r"""
 d=/tmp/vl-l4.$2; mkdir -p "$d"
 dd if=/dev/urandom of="$d/blob" bs=65536 count=$(($3 / 65536)) 2> /dev/null
-echo "@@ sent"; wc -c < "$d/blob"; md5sum < "$d/blob"
+( wc -c < "$d/blob" > "$d/sum.part"; md5sum < "$d/blob" >> "$d/sum.part"
+  mv "$d/sum.part" "$d/sum" ) > /dev/null 2>&1 < /dev/null &
 if command -v httpd > /dev/null; then set -- "$1" "$2" "$3" "$4" httpd -f -p "$1:$2" -h "$d"
 elif command -v busybox > /dev/null && busybox httpd --help > /dev/null 2>&1; then
   set -- "$1" "$2" "$3" "$4" busybox httpd -f -p "$1:$2" -h "$d"
@@ -95,7 +98,10 @@ while [ $i -lt 250 ] && ! listening "$port"; do sleep 0.02; i=$((i+1)); done
 """
 # $1 = ADDRESS, $2 = PORT, $3 = seconds in all, $4 = seconds without progress (a path that
 # carries nothing fails fast; a slow one has all the time it needs). Fetch the sender's
-# file (wget, else curl, else python3); its size and MD5.
+# file (wget, else curl, else python3); its size and MD5. The script waits for the client
+# itself, so it goes on the moment the client ends; a watchdog beside it (its output away
+# from the agent's pipes, which the agent reads to their end) ends a client that outlives
+# $3 s or makes no progress for $4 s.
 _RECEIVE = r"""
 f=/tmp/vl-l4-recv.$2; u="http://$1:$2/blob"
 echo "@@ snmp before"; cat /proc/net/snmp
@@ -105,21 +111,27 @@ else python3 -c 'import shutil, sys, urllib.request as r
 with r.urlopen(sys.argv[1], timeout=60) as i, open(sys.argv[2], "wb") as o:
     shutil.copyfileobj(i, o)' "$u" "$f" & w=$!
 fi
-last=-1; still=0; ticks=0  # ticks of 0.2 s: end it after $3 s, or $4 s without a byte
-while kill -0 "$w" 2> /dev/null; do
-  sleep 0.2; ticks=$((ticks + 1))
-  n=0; [ -e "$f" ] && n=$(wc -c < "$f")
-  if [ "$n" = "$last" ]; then still=$((still + 1)); else still=0; last=$n; fi
-  if [ $still -ge $(($4 * 5)) ] || [ $ticks -ge $(($3 * 5)) ]; then kill "$w"; break; fi
-done
+( last=-1; still=0; ticks=0  # ticks of 0.2 s
+  while kill -0 "$w"; do
+    sleep 0.2; ticks=$((ticks + 1))
+    n=0; [ -e "$f" ] && n=$(wc -c < "$f")
+    if [ "$n" = "$last" ]; then still=$((still + 1)); else still=0; last=$n; fi
+    if [ $still -ge $(($4 * 5)) ] || [ $ticks -ge $(($3 * 5)) ]; then kill "$w"; break; fi
+  done ) > /dev/null 2>&1 < /dev/null &
+dog=$!
 wait "$w"; rc=$?
+kill "$dog" 2> /dev/null
 echo "@@ received $rc"; wc -c < "$f"; md5sum < "$f"; rm -f "$f"
 echo "@@ snmp after"; cat /proc/net/snmp
 """
-# $1 = PORT: stop the sender's server and remove its file.
+# $1 = PORT: stop the sender's server, print the file's size and MD5 (waiting for _SEND's
+# background sum, 10 s at most), and remove the file.
 _SEND_DONE = r"""
 d=/tmp/vl-l4.$1
-[ -r "$d/pid" ] && kill "$(cat "$d/pid")" 2> /dev/null
+[ -r "$d/pid" ] && read -r p < "$d/pid" && kill "$p" 2> /dev/null
+i=0
+while [ -d "$d" ] && [ ! -e "$d/sum" ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done
+echo "@@ sent"; [ -r "$d/sum" ] && while IFS= read -r l; do echo "$l"; done < "$d/sum"
 rm -rf "$d"
 """
 
@@ -177,13 +189,13 @@ def _transfer(doms: dict[str, libvirt.virDomain | None], views: dict[str, GuestV
     if da is None or db is None or views[a.domain].error or views[b.domain].error:
         return "a guest of the pair is not up"
     try:
-        _c, sent, err = run_sh(da, _SEND, [a.address or "", str(port), str(L4_BYTES),
-                                           str(L4_LIMIT_S + 15)], timeout=30)
+        _c, _o, err = run_sh(da, _SEND, [a.address or "", str(port), str(L4_BYTES),
+                                         str(L4_LIMIT_S + 15)], timeout=30)
         try:
             _c, got, _e = run_sh(db, _RECEIVE, [a.address or "", str(port), str(L4_LIMIT_S),
                                                 str(L4_STALL_S)], timeout=L4_LIMIT_S + 15)
         finally:
-            run_sh(da, _SEND_DONE, [str(port)], timeout=10)
+            _c, sent, _e = run_sh(da, _SEND_DONE, [str(port)], timeout=30)
     except agent.AgentError as exc:
         return str(exc)
     blocks, received = parse.sections(sent), parse.sections(got)

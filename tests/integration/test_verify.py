@@ -195,6 +195,21 @@ def test_wrong_vlan_tag_fails_the_ovs_port_and_reachability(
     repair_and_reverify(lab)
 
 
+def test_a_vlan_leak_fails_isolation_within_its_window(lab: VerifyLab) -> None:
+    """vm3's port moved onto VLAN 100: vm1 and vm2 reach it although the lab says they must
+    not. The isolation pings listen for the window the reach round trips ground (less than
+    the 2 s deadline on a quiet lab), and a leak, whose ARP and echo cross the same path as
+    a reach ping's echo, answers within it."""
+    vsctl("set", "Port", lab.port("vm3"), "tag=100")
+    code, report = verify(lab.path)
+    for vm in ("vm1", "vm2"):
+        assert_fails_at(code, report, "isolation", f"{lab.target(vm)}->{lab.target('vm3')}",
+                        "VLANs leak")
+    leak = next(c for c in report["checks"] if c["name"] == "isolation")
+    assert leak["evidence"]["received"] > 0 and leak["evidence"]["window_s"] <= 2
+    repair_and_reverify(lab)
+
+
 def test_removed_port_fails_the_ovs_port(lab: VerifyLab) -> None:
     vsctl("del-port", lab.bridge, lab.port("vm2"))
     code, report = verify(lab.path)

@@ -26,6 +26,37 @@ def test_nic_report_keys_by_mac_with_max_then_current_channels() -> None:
     assert eth1.addresses == ()
 
 
+# The report as the tiny guest prints it now: `ethtool -l` and `ip -o -4 addr` lines raw.
+RAW_REPORT = """\
+nic eth0 52:54:00:e4:45:7a up 0x1003 virtio_net
+Channel parameters for eth0:
+Pre-set maximums:
+RX:\t\tn/a
+TX:\t\tn/a
+Other:\t\tn/a
+Combined:\t4
+Current hardware settings:
+RX:\t\tn/a
+TX:\t\tn/a
+Other:\t\tn/a
+Combined:\t2
+nic eth0.30 52:54:00:e4:45:7a up 0x1003 none
+nic eth1 52:54:00:00:00:09 down 0x1002 virtio_net
+1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever
+2: eth0    inet 10.10.0.11/24 scope global eth0\\       valid_lft forever preferred_lft forever
+3: eth0.30@eth0    inet 10.0.30.2/24 scope global eth0.30\\       valid_lft forever
+"""
+
+
+def test_raw_ethtool_and_ip_lines_give_channels_and_addresses_by_name() -> None:
+    nics = parse_nic_report("vlan eth0.30 30 eth0\n" + RAW_REPORT)
+    eth0 = nics["52:54:00:e4:45:7a"]
+    assert (eth0.max_combined, eth0.combined, eth0.addresses) == (4, 2, ("10.10.0.11/24",))
+    assert eth0.vlans == (ObservedGuestVlan(30, "eth0.30", ("10.0.30.2/24",), True),)
+    eth1 = nics["52:54:00:00:00:09"]
+    assert (eth1.combined, eth1.addresses, eth1.driver) == (None, (), "virtio_net")
+
+
 # A trunk NIC: eth0 with no address of its own, VLANs 30 (addressed) and 31 (down), as the
 # tiny guest prints them (VLAN sub-interfaces have their parent's MAC and no driver).
 TRUNK_REPORT = """\

@@ -114,7 +114,7 @@ def test_a_tunnel_to_a_peer_that_left_the_bridge_is_removed() -> None:
 def test_each_host_checks_the_pairs_of_its_own_vms_with_full_size_pings_across() -> None:
     from provision.core.owner import domain_name
     from provision.verify import matrix
-    from provision.verify.guest import Ping
+    from provision.verify.pings import Ping
 
     lab = parse_lab({"name": "wide", "bridges": [{"name": "br-a"}], "vms": [
         {"name": f"vm{i}", "host": host, "nics": [{"bridge": "br-a", "ip": f"10.1.0.{i}/24"}]}

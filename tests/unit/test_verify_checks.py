@@ -11,7 +11,7 @@ from provision.core.observed import (
     ObservedTap,
 )
 from provision.core.owner import Owner
-from provision.verify import guest, host_checks, matrix, qemu
+from provision.verify import guest, host_checks, matrix, pings, qemu
 from provision.verify.model import FAIL, PASS, SKIP
 
 from .helpers import IMAGE, caps
@@ -127,17 +127,17 @@ def test_qemu_checks_without_a_running_domain_fail_every_nic() -> None:
 
 
 def test_reach_and_isolation_verdicts() -> None:
-    reach = guest.Ping("reach", VM1, VM2)
-    assert guest.reach_check(reach, (3, 3, "")).status == PASS
-    assert guest.reach_check(reach, (3, 0, "")).status == FAIL
-    assert guest.reach_check(reach, "agent silent").status == FAIL
-    iso = guest.Ping("isolation", VM1, VM3)
+    reach = pings.Ping("reach", VM1, VM2)
+    assert pings.reach_check(reach, (3, 3, "")).status == PASS
+    assert pings.reach_check(reach, (3, 0, "")).status == FAIL
+    assert pings.reach_check(reach, "agent silent").status == FAIL
+    iso = pings.Ping("isolation", VM1, VM3)
     vm3_up = guest.GuestView({VM3.mac: gnic(mac=VM3.mac, addresses=("10.0.0.3/24",))})
-    assert guest.isolation_check(iso, (3, 0, ""), vm3_up).status == PASS
-    leak = guest.isolation_check(iso, (3, 3, ""), vm3_up)
+    assert pings.isolation_check(iso, (3, 0, ""), vm3_up).status == PASS
+    leak = pings.isolation_check(iso, (3, 3, ""), vm3_up)
     assert leak.status == FAIL and "VLANs leak" in leak.detail
     # Silence from a guest that is down proves nothing.
-    assert guest.isolation_check(iso, (3, 0, ""), guest.GuestView({}, "down")).status == SKIP
+    assert pings.isolation_check(iso, (3, 0, ""), guest.GuestView({}, "down")).status == SKIP
 
 
 def _run(before: list[int], after: list[int]) -> dict:
