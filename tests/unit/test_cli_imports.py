@@ -92,6 +92,32 @@ def test_a_lab_in_sync_loads_no_table_progress_bar_or_daemon_wait() -> None:
     assert [m for m in found if m.startswith(lazy)] == []
 
 
+OBSERVE_OVS = """
+import json, os, socket, tempfile, threading
+import provision.engine.lab
+from provision.backends.ovs import Ovs
+path = os.path.join(tempfile.mkdtemp(), "db.sock")
+srv = socket.socket(socket.AF_UNIX)
+srv.bind(path)
+srv.listen(1)
+def answer():
+    conn, _ = srv.accept()
+    with conn:
+        conn.recv(65536)
+        conn.sendall(json.dumps({"id": 0, "error": None, "result": [{"rows": []}] * 3}).encode())
+threading.Thread(target=answer, daemon=True).start()
+ovs = Ovs("unix:" + path)
+assert ovs.observe("demo", [], []) == ({}, {})
+ovs.close()
+"""
+
+
+def test_observing_ovs_imports_no_ovsdbapp() -> None:
+    """`plan` and a no-op `up` read OVS with one JSON-RPC select: ovsdbapp and python-ovs's
+    IDL (~0.1 s with its first sync) load only to apply changes."""
+    assert _imported(OBSERVE_OVS, ("ovs", "ovsdbapp")) == []
+
+
 def test_the_progress_display_and_tables_load_when_used() -> None:
     code = ("import contextlib, io\n"
             "from provision.cli import commands\n"
