@@ -163,6 +163,12 @@ FIRST_DELAY_S = 0.005
 MAX_DELAY_S = 0.1
 
 
+def next_poll_delay(delay: float, elapsed: float) -> float:
+    """The pause before the next guest-exec-status, after ``delay`` and ``elapsed`` seconds
+    since the first poll: the same while the script is young, then doubling to the cap."""
+    return delay if elapsed < FAST_POLL_S else min(delay * 2, MAX_DELAY_S)
+
+
 def guest_exec(
     dom: libvirt.virDomain, path: str, args: list[str], timeout: float = 30.0
 ) -> tuple[int, str, str]:
@@ -190,8 +196,7 @@ def exec_wait(dom: libvirt.virDomain, pid: int, argv: list[str], timeout: float 
             err = base64.b64decode(status.get("err-data", "")).decode(errors="replace")
             return int(status.get("exitcode", -1)), out, err
         time.sleep(delay)
-        if time.monotonic() - start >= FAST_POLL_S:
-            delay = min(delay * 2, MAX_DELAY_S)
+        delay = next_poll_delay(delay, time.monotonic() - start)
     command = " ".join(argv).split()  # a script's lines folded, then shortened
     shown = " ".join(command)
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
