@@ -1,7 +1,7 @@
-"""Open vSwitch through OVSDB (ovsdbapp over the python-ovs IDL), and nothing else.
-
-Reads bridges and ports from the IDL's replica, and applies a phase's changes as one
-transaction that is only "done" when ovs-vswitchd reports it applied (``cur_cfg``).
+"""Open vSwitch through OVSDB, and nothing else: reads with one-shot JSON-RPC selects
+(``ovsdb_rpc``, rows read as ``ovsdb_rows``), writes through ovsdbapp over the python-ovs
+IDL, a phase's changes as one transaction that is only "done" when ovs-vswitchd reports it
+applied (``cur_cfg``).
 
 ovsdbapp reports what went wrong after a commit (interfaces ovs-vswitchd could not add, a
 ``cur_cfg`` that never came) only through its logger. ``OvsdbappLog`` collects those records
@@ -16,9 +16,9 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from provision.backends import ovsdb_rows, ovsdb_rpc
 from provision.core.desired import DesiredBridge, DesiredPort
 from provision.core.observed import ObservedBridge, ObservedPort
-from provision.core.owner import from_external_ids
 from provision.core.plan import Change
 from provision.errors import HostError, OperationError
 
@@ -67,30 +67,42 @@ def _schema_helper(endpoint: str, idlutils: Any) -> Any:
         return idlutils.get_schema_helper(endpoint, "Open_vSwitch")
     from ovs.db import idl
 
-    from provision.backends import ovsdb_rpc
-
     return idl.SchemaHelper(schema_json=ovsdb_rpc.schema(endpoint))
 
 
 class Ovs:
-    """A connection to ovsdb-server, with the lab-facing reads and writes."""
+    """A connection to ovsdb-server, with the lab-facing reads and writes.
+
+    Reads over a unix socket are one-shot JSON-RPC selects (``ovsdb_rpc``): a lab in sync
+    never opens the IDL, whose import and first sync cost ~0.1 s. The IDL (``api``) opens
+    on first use: to apply changes, or for a reader that needs its replica."""
 
     def __init__(self, endpoint: str | None = None, timeout: float = 30.0) -> None:
-        from ovsdbapp.backend.ovs_idl import connection, idlutils
-        from ovsdbapp.schema.open_vswitch import impl_idl
-
         self.endpoint = endpoint or db_endpoint()
         self.timeout = timeout
+        self._api: Any = None
         path = self.endpoint.removeprefix("unix:")
         if self.endpoint.startswith("unix:") and not os.path.exists(path):
             raise HostError(f"ovsdb-server: no socket at {path}; run `provision host prepare`")
+
+    @property
+    def api(self) -> Any:
+        """ovsdbapp's API over the IDL, connected on first use."""
+        if self._api is None:
+            self._api = self._connect()
+        return self._api
+
+    def _connect(self) -> Any:
+        from ovsdbapp.backend.ovs_idl import connection, idlutils
+        from ovsdbapp.schema.open_vswitch import impl_idl
+
         try:
             helper = _schema_helper(self.endpoint, idlutils)
             for table in TABLES:
                 helper.register_table(table)
             idl = connection.OvsdbIdl(self.endpoint, helper)
-            self._conn = connection.Connection(idl, timeout=int(timeout))
-            self.api = impl_idl.OvsdbIdl(self._conn)
+            self._conn = connection.Connection(idl, timeout=int(self.timeout))
+            return impl_idl.OvsdbIdl(self._conn)
         except Exception as exc:  # ovsdbapp raises bare Exception subclasses here
             raise HostError(
                 f"ovsdb-server at {self.endpoint} does not answer ({exc}); "
@@ -101,65 +113,66 @@ class Ovs:
         # ovsdbapp keeps one connection per API class, not per instance: stop that one and
         # forget it, so the next Ovs() in this process connects afresh (~0.1 s) instead of
         # reviving the stopped one (a 1 s reconnect backoff) or reusing another endpoint's.
+        if self._api is None:
+            return
         from ovsdbapp.schema.open_vswitch import impl_idl
 
         with contextlib.suppress(Exception):
-            self.api.ovsdb_connection.stop(timeout=1)
+            self._api.ovsdb_connection.stop(timeout=1)
         impl_idl.OvsdbIdl._ovsdb_connection = None
+        self._api = None
 
     # -- reads -------------------------------------------------------------------------
-    def _rows(self, table: str) -> Iterable[Any]:
-        return list(self.api.tables[table].rows.values())
+    def rows(self, *tables: str) -> dict[str, list[ovsdb_rows.Row]]:
+        """The rows of ``tables`` in ``ovsdb_rows``' plain form, read at one moment: one
+        JSON-RPC transaction over a unix socket, else the IDL's replica."""
+        if not self.endpoint.startswith("unix:"):
+            return self.idl_rows(*tables)
+        results = ovsdb_rpc.transact(self.endpoint, ovsdb_rows.select_ops(tables),
+                                     timeout=self.timeout)
+        return {t: [ovsdb_rows.from_json(t, row) for row in r.get("rows", [])]
+                for t, r in zip(tables, results, strict=False)}
+
+    def idl_rows(self, *tables: str) -> dict[str, list[ovsdb_rows.Row]]:
+        """The same rows from the IDL's replica (opening it)."""
+        return {t: [ovsdb_rows.from_idl(t, row) for row in self.api.tables[t].rows.values()]
+                for t in tables}
+
+    def _system(self) -> ovsdb_rows.Row | None:
+        rows = self.rows("Open_vSwitch")["Open_vSwitch"]
+        return rows[0] if rows else None
 
     def datapath_types(self) -> tuple[str, ...]:
-        rows = list(self._rows("Open_vSwitch"))
-        return tuple(sorted(rows[0].datapath_types)) if rows else ()
+        row = self._system()
+        return tuple(row["datapath_types"]) if row else ()
 
     def ovs_version(self) -> str:
         """Open_vSwitch.ovs_version as ovs-vswitchd wrote it ("3.1.0"), "" when unset."""
-        rows = list(self._rows("Open_vSwitch"))
-        return str(rows[0].ovs_version[0]) if rows and rows[0].ovs_version else ""
+        row = self._system()
+        return str(row["ovs_version"][0]) if row and row["ovs_version"] else ""
 
     def cfg(self) -> tuple[int, int] | None:
         """Open_vSwitch (cur_cfg, next_cfg): equal once ovs-vswitchd has applied every
         committed change; None while the database has no Open_vSwitch row."""
-        rows = list(self._rows("Open_vSwitch"))
-        return (rows[0].cur_cfg, rows[0].next_cfg) if rows else None
+        row = self._system()
+        return (row["cur_cfg"], row["next_cfg"]) if row else None
 
     def bridges(self) -> dict[str, ObservedBridge]:
-        out = {}
-        for br in self._rows("Bridge"):
-            ports = tuple(sorted(p.name for p in br.ports if p.name != br.name))
-            out[br.name] = ObservedBridge(
-                br.name, br.datapath_type, from_external_ids(dict(br.external_ids)), ports
-            )
-        return out
+        rows = self.rows("Bridge", "Port")
+        return ovsdb_rows.bridges(rows["Bridge"], rows["Port"])
 
     def ports(self) -> dict[str, ObservedPort]:
-        bridge_of = {p.uuid: br.name for br in self._rows("Bridge") for p in br.ports}
-        out = {}
-        for port in self._rows("Port"):
-            iface = port.interfaces[0] if port.interfaces else None
-            out[port.name] = ObservedPort(
-                name=port.name,
-                bridge=bridge_of.get(port.uuid, ""),
-                tag=port.tag[0] if port.tag else None,
-                trunks=tuple(sorted(port.trunks)),
-                external_ids=dict(port.external_ids),
-                ofport=(iface.ofport[0] if iface is not None and iface.ofport else None),
-                error=(iface.error[0] if iface is not None and iface.error else None),
-                type=iface.type if iface is not None else "",
-                protected=bool(port.protected),
-                options=dict(iface.options) if iface is not None else {},
-            )
-        return out
+        rows = self.rows("Bridge", "Port", "Interface")
+        return ovsdb_rows.ports(rows["Bridge"], rows["Port"], rows["Interface"])
 
     def observe(
         self, lab: str, wanted_bridges: Iterable[str], wanted_ports: Iterable[str]
     ) -> tuple[dict[str, ObservedBridge], dict[str, ObservedPort]]:
-        """Bridges and ports the lab owns or names (a named one may be a conflict)."""
-        bridges = self.bridges()
-        ports = self.ports()
+        """Bridges and ports the lab owns or names (a named one may be a conflict), from
+        one snapshot."""
+        rows = self.rows("Bridge", "Port", "Interface")
+        bridges = ovsdb_rows.bridges(rows["Bridge"], rows["Port"])
+        ports = ovsdb_rows.ports(rows["Bridge"], rows["Port"], rows["Interface"])
         wb, wp = set(wanted_bridges), set(wanted_ports)
         return (
             {n: b for n, b in bridges.items() if (b.owner and b.owner.lab == lab) or n in wb},

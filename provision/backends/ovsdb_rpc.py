@@ -3,8 +3,8 @@
 python-ovs parses everything ovsdb-server sends with its own pure-Python lexer when its C
 extension is not built (the PyPI wheel has none): the Open_vSwitch schema alone takes it
 ~45 ms, and a probe that opened a whole IDL for one column took ~0.15 s. A question asked
-once (the schema, one column of one table) goes through here instead; the replica that
-``backends.ovs`` keeps for observing and applying stays python-ovs's IDL.
+once (the schema, one column of one table, the rows a lab observes) goes through here
+instead; python-ovs's IDL (``backends.ovs``) is opened only to apply changes.
 """
 
 from __future__ import annotations
@@ -73,15 +73,26 @@ def schema(endpoint: str, database: str = "Open_vSwitch", timeout: float = 5.0
     return result
 
 
+def transact(endpoint: str, ops: list[dict[str, Any]], database: str = "Open_vSwitch",
+             timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The results of ``ops``, one transaction (so one consistent snapshot for selects);
+    HostError naming the first operation that failed."""
+    result = call(endpoint, "transact", [database, *ops], timeout)
+    failed = next((i for i, r in enumerate(result or []) if "error" in (r or {})), None)
+    if not result or len(result) < len(ops) or failed is not None:
+        op = ops[failed or 0]
+        what = f"{op.get('op')} {op.get('table')}.{','.join(op.get('columns', []))}"
+        detail = result[failed] if result and failed is not None else "no result"
+        raise HostError(f"ovsdb-server at {endpoint}: {what} failed: {detail}")
+    return result
+
+
 def select_column(endpoint: str, table: str, column: str, database: str = "Open_vSwitch",
                   timeout: float = 5.0) -> list[Any]:
     """``column`` of every row of ``table`` (OVSDB's JSON notation: a set is
     ``["set", [...]]``, a single value stands alone)."""
     op = {"op": "select", "table": table, "where": [], "columns": [column]}
-    result = call(endpoint, "transact", [database, op], timeout)
-    if not result or "error" in result[0]:
-        raise HostError(f"ovsdb-server at {endpoint}: select {table}.{column} failed: "
-                        f"{result[0] if result else 'no result'}")
+    result = transact(endpoint, [op], database, timeout)
     return [row.get(column) for row in result[0].get("rows", [])]
 
 

@@ -16,10 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.text import Text
-
+from provision.cli.console import LazyConsole
 from provision.cli.main import printable
 from provision.cli.progress import RichProgress
 from provision.errors import HostError, OperationError, SpecError
@@ -30,15 +27,21 @@ if TYPE_CHECKING:
     from provision.core import plan
     from provision.verify.model import VerifyReport
 
-# Piped output keeps whole rows: a table cut at 80 columns helps no script or log reader.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False)
+out = LazyConsole()  # piped, 160 columns wide: whole rows for scripts and log readers
+err = LazyConsole(stderr=True)
 
 
 def _table(title: str, **options: Any) -> Table:
     from rich.table import Table
 
     return Table(title=title, **options)
+
+
+def escape(text: str) -> str:
+    """``text`` shown as it is inside rich markup (rich loads with the markup it escapes)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def _emit_json(data: Any) -> None:
@@ -217,7 +220,7 @@ def _print_plan(p: plan.Plan, as_json: bool, extra: dict | None = None) -> None:
     for note in p.notes:  # notes quote the lab file (host names): never markup
         out.print(f"[dim]note: {escape(printable(note))}[/]")
     if p.in_sync:
-        out.print(f"lab {p.lab}: in sync, nothing to change")
+        out.line(f"lab {p.lab}: in sync, nothing to change")
         return
     t = _table(f"lab {p.lab}: {len(p.changes)} change(s)")
     for col in ("phase", "action", "kind", "target", "reason"):
@@ -253,8 +256,8 @@ def up(args: argparse.Namespace) -> int:
         _emit_json(result.to_dict())
     elif not result.changed:
         _print_plan(result.plan, False)
-        out.print(f"no changes made; virtio backend {result.backend}, domain type "
-                  f"{result.domain_type} ({result.accel}; {result.seconds:.2f} s)")
+        out.line(f"no changes made; virtio backend {result.backend}, domain type "
+                 f"{result.domain_type} ({result.accel}; {result.seconds:.2f} s)")
     else:
         out.print(f"lab {result.lab} up: {len(result.plan.changes)} change(s) applied in "
                   f"{result.seconds:.1f} s; virtio backend {result.backend}, domain type "
@@ -281,6 +284,8 @@ def down(args: argparse.Namespace) -> int:
 
 
 def record_cmd(args: argparse.Namespace) -> int:
+    from rich.text import Text
+
     from provision.core.spec import spec_hash
     from provision.engine import lab, record, record_store
 

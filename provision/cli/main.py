@@ -8,6 +8,7 @@ imports what it uses when it runs (``provision.cli.commands``, ``provision.cli.h
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -42,6 +43,19 @@ def _flush_warnings(show: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command ``argv`` names (None: this process's arguments); its exit code.
+
+    With ``argv`` None this process is the `provision` command and exits next: the heap is
+    frozen first (``gc.freeze``), which spares the interpreter's final collections over
+    every object left, pydantic's models among them (~0.1 s, a third of a no-op `up`).
+    atexit handlers still run. A caller that passes ``argv`` (tests) keeps its collector."""
+    code = _main(argv)
+    if argv is None:
+        gc.freeze()
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     warnings.showwarning = _warn
     # The lab uses no pydantic plugin: without this, pydantic's first model scans every
     # installed distribution's entry points for one (~5 ms a command). importlib.metadata

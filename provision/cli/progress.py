@@ -1,12 +1,15 @@
 """Progress for long operations, drawn with rich on stderr (stdout stays for results).
 
-``rich.progress`` loads with the first task: `up` of a lab in sync starts none.
+``rich.progress`` (and the console, when it is a ``LazyConsole``) loads with the first task:
+`up` of a lab in sync starts none.
 """
 
 from __future__ import annotations
 
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+from provision.cli.console import LazyConsole
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -19,7 +22,7 @@ class RichProgress:
     The display starts with the first task: an operation that fails before any (a bad lab
     file, a held lock) leaves stderr to its one-line error."""
 
-    def __init__(self, console: Console, enabled: bool = True) -> None:
+    def __init__(self, console: Console | LazyConsole, enabled: bool = True) -> None:
         self._console = console
         self._enabled = enabled
         self._progress: Progress | None = None
@@ -63,7 +66,8 @@ class RichProgress:
             MofNCompleteColumn(),
             TextColumn("[dim]{task.fields[note]}"),
             TimeElapsedColumn(),
-            console=self._console,
+            console=(self._console.console if isinstance(self._console, LazyConsole)
+                     else self._console),
             disable=not self._enabled,
             transient=False,
         )

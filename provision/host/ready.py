@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import libvirt
 
-from provision.backends import taps, virt
+from provision.backends import ovsdb_rpc, taps, virt
 from provision.backends.ovs import Ovs
 from provision.core.desired import DesiredTap
 from provision.core.owner import Owner
@@ -149,9 +149,11 @@ class _Readiness:
     def ovsdb_server(self, timeout: float) -> str | None:
         if self.ovs is None:
             try:  # fetches the Open_vSwitch schema: fails unless that database is served
-                self.ovs = Ovs(f"unix:{OVSDB_SOCK}", timeout=max(timeout, 1.0))
+                ovs = Ovs(f"unix:{OVSDB_SOCK}", timeout=max(timeout, 1.0))
+                ovsdb_rpc.schema(ovs.endpoint, timeout=max(timeout, 1.0))
             except HostError as exc:
                 return _without_hint(exc)
+            self.ovs = ovs
         return None
 
     def ovs_vswitchd(self, timeout: float) -> str | None:

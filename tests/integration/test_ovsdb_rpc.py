@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.backends import ovsdb_rpc
+from provision.backends import ovsdb_rows, ovsdb_rpc
 from provision.backends.ovs import DEFAULT_DB, Ovs
 from provision.errors import HostError
 
@@ -26,11 +26,32 @@ def test_a_column_reads_as_the_idl_reads_it() -> None:
     rows = ovsdb_rpc.select_column(DEFAULT_DB, "Open_vSwitch", "datapath_types")
     ovs = Ovs()
     try:
-        idl = ovs.datapath_types()
+        idl = ovs.idl_rows("Open_vSwitch")["Open_vSwitch"][0]["datapath_types"]
     finally:
         ovs.close()
     assert idl  # ovs-vswitchd runs: the column is filled
     assert tuple(sorted(ovsdb_rpc.as_set(rows[0]))) == idl
+
+
+def test_the_rows_a_lab_observes_read_as_the_idl_reads_them() -> None:
+    """``Ovs`` observes through one JSON-RPC select; its IDL replica holds the same rows.
+    Other tests may change OVS meanwhile: a pair read while the selects before and after
+    differ is read again."""
+    tables = tuple(ovsdb_rows.COLUMNS)
+    ovs = Ovs()
+    try:
+        for _ in range(10):
+            by_rpc = ovs.rows(*tables)
+            by_idl = ovs.idl_rows(*tables)
+            if ovs.rows(*tables) == by_rpc:
+                break
+            ovs.close()
+    finally:
+        ovs.close()
+    assert by_rpc["Open_vSwitch"]  # a served database has its one row
+    for table in tables:
+        key = lambda r: r["_uuid"]  # noqa: E731
+        assert sorted(by_rpc[table], key=key) == sorted(by_idl[table], key=key), table
 
 
 def test_errors_are_host_errors_naming_what_failed(tmp_path: Path) -> None:

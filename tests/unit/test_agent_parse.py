@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from provision.backends.agent import parse_nic_report, parse_nic_state
+from provision.backends.agent import (
+    FIRST_DELAY_S,
+    MAX_DELAY_S,
+    next_poll_delay,
+    parse_nic_report,
+    parse_nic_state,
+)
 from provision.core.observed import ObservedGuestVlan
 
 REPORT = """\
@@ -127,3 +133,15 @@ def test_fast_path_maps_addresses_by_interface_name_not_mac() -> None:
 def test_a_guest_without_8021q_prints_no_vlan_lines_and_nics_have_none() -> None:
     nics = parse_nic_state("nic eth0 52:54:00:be:0c:01 0x1003 4\n", TRUNK_INTERFACES)
     assert nics["52:54:00:be:0c:01"].vlans == () and nics["52:54:00:be:0c:01"].combined == 4
+
+
+def test_guest_exec_polls_fast_while_young_then_backs_off() -> None:
+    """A NIC read finishes within the first 0.2 s: polled every 5 ms; a ping script runs for
+    seconds: polled every 0.1 s once it is older than that."""
+    delay, elapsed, young = FIRST_DELAY_S, 0.0, []
+    while elapsed < 3.0:
+        (young if elapsed < 0.2 else []).append(delay)
+        elapsed += delay + 0.002  # each poll is an agent round trip too
+        delay = next_poll_delay(delay, elapsed)
+    assert set(young) == {0.005} and len(young) > 20
+    assert delay == MAX_DELAY_S

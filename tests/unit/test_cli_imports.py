@@ -75,10 +75,11 @@ def test_reading_links_and_the_state_directory_import_no_pyroute2() -> None:
 
 
 def test_a_lab_in_sync_loads_no_table_progress_bar_or_daemon_wait() -> None:
-    """`plan` and `up` of a lab in sync (issue 11's no-op `up`) draw no table and start no
-    progress display, and wait for no daemon: rich.table (with fractions and decimal),
-    rich.progress and provision.host.ready (with xml.sax, urllib.request, http.client) load
-    only when there is something to draw or change."""
+    """`plan` and `up` of a lab in sync (issue 11's no-op `up`) draw no table, start no
+    progress display, print their lines without rich, and wait for no daemon: rich (its
+    console ~50 ms; rich.table with fractions and decimal; rich.progress) and
+    provision.host.ready (with xml.sax, urllib.request, http.client) load only when there is
+    something to draw or change."""
     code = ("import contextlib, io\n"
             "from provision.cli import commands\n"
             "from provision.cli.progress import RichProgress\n"
@@ -87,9 +88,34 @@ def test_a_lab_in_sync_loads_no_table_progress_bar_or_daemon_wait() -> None:
             "with contextlib.redirect_stdout(io.StringIO()), RichProgress(commands.err):\n"
             "    commands._print_plan(Plan('demo'), False)")
     found = _imported(code, ("rich", "provision", "xml", "urllib", "http"))
-    lazy = ("rich.table", "rich.progress", "provision.host.ready", "xml.sax", "urllib.request",
-            "http.client")
+    lazy = ("rich", "provision.host.ready", "xml.sax", "urllib.request", "http.client")
     assert [m for m in found if m.startswith(lazy)] == []
+
+
+OBSERVE_OVS = """
+import json, os, socket, tempfile, threading
+import provision.engine.lab
+from provision.backends.ovs import Ovs
+path = os.path.join(tempfile.mkdtemp(), "db.sock")
+srv = socket.socket(socket.AF_UNIX)
+srv.bind(path)
+srv.listen(1)
+def answer():
+    conn, _ = srv.accept()
+    with conn:
+        conn.recv(65536)
+        conn.sendall(json.dumps({"id": 0, "error": None, "result": [{"rows": []}] * 3}).encode())
+threading.Thread(target=answer, daemon=True).start()
+ovs = Ovs("unix:" + path)
+assert ovs.observe("demo", [], []) == ({}, {})
+ovs.close()
+"""
+
+
+def test_observing_ovs_imports_no_ovsdbapp() -> None:
+    """`plan` and a no-op `up` read OVS with one JSON-RPC select: ovsdbapp and python-ovs's
+    IDL (~0.1 s with its first sync) load only to apply changes."""
+    assert _imported(OBSERVE_OVS, ("ovs", "ovsdbapp")) == []
 
 
 def test_the_progress_display_and_tables_load_when_used() -> None:
@@ -141,3 +167,18 @@ def test_lab_commands_never_load_the_vhost_user_probe() -> None:
     found = _imported(code, ("provision",))
     assert [m for m in found if m in ("provision.host.vhost_user",
                                       "provision.host.qemu_private")] == []
+
+
+def test_the_command_freezes_its_heap_before_exiting_and_a_caller_s_main_does_not() -> None:
+    """The interpreter's final collections over pydantic's models cost ~0.1 s at exit; the
+    `provision` process freezes its heap instead. A test calling ``main(argv)`` keeps its
+    collector."""
+    code = ("import contextlib, gc, io, sys\n"
+            "from provision.cli.main import main\n"
+            "with contextlib.redirect_stderr(io.StringIO()):\n"
+            "    main(['plan'])\n"
+            "    assert gc.get_freeze_count() == 0\n"
+            "    sys.argv = ['provision', 'plan']\n"
+            "    main()\n"
+            "assert gc.get_freeze_count() > 0")
+    _imported(code, ())  # in a fresh process, which fails on a false assertion
