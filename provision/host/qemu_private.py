@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from provision.errors import OperationError
+from provision.host.tcg import single_threaded_args
 
 ROOT = Path(os.environ.get("VIRTIO_LAB_QEMU_ROOT", "/opt/virtio-lab"))
 MIRROR = "http://deb.debian.org/debian"
@@ -192,17 +193,7 @@ def wrapper_script(tree: Path) -> str:
 # (provision/host/qemu_private.py).  TCG runs single-threaded (provision/host/tcg.py).
 root={root}
 export QEMU_MODULE_DIR="$root/usr/lib/x86_64-linux-gnu/qemu"
-args=() prev=
-for a in "$@"; do
-  if [ "$prev" = -accel ] && [[ $a == tcg || $a == tcg,* ]] && [[ $a != *thread=* ]]; then
-    args+=("$a,thread=single")
-    echo "{MARK}: -accel $a,thread=single" >&2
-  else
-    args+=("$a")
-  fi
-  prev=$a
-done
-exec "$root/usr/bin/qemu-system-x86_64" -L "$root/usr/share/qemu" \\
+{single_threaded_args(MARK)}exec "$root/usr/bin/qemu-system-x86_64" -L "$root/usr/share/qemu" \\
   -L "$root/usr/share/seabios" "${{args[@]}}"
 """
 

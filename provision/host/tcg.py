@@ -36,17 +36,23 @@ def wrapper_script(emulator: str) -> str:
 # {MARK} wrapper for {shlex.quote(emulator)!r} (installed by `provision host prepare`;
 # see provision/host/tcg.py in virtio-lab for why).
 real={shlex.quote(emulator)}
-args=() prev=
+{single_threaded_args(MARK)}exec "$real" "${{args[@]}}"
+"""
+
+
+def single_threaded_args(mark: str) -> str:
+    """Bash that copies "$@" into ``args`` with `thread=single` added to a `-accel tcg`
+    that names no thread mode, saying so on stderr (the domain's log) after ``mark``."""
+    return f"""args=() prev=
 for a in "$@"; do
   if [ "$prev" = -accel ] && [[ $a == tcg || $a == tcg,* ]] && [[ $a != *thread=* ]]; then
     args+=("$a,thread=single")
-    echo "{MARK}: -accel $a,thread=single" >&2
+    echo "{mark}: -accel $a,thread=single" >&2
   else
     args+=("$a")
   fi
   prev=$a
 done
-exec "$real" "${{args[@]}}"
 """
 
 

@@ -10,6 +10,7 @@ interpolated into the script.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import libvirt
@@ -140,14 +141,7 @@ def ping_from(dom: libvirt.virDomain | None, view: GuestView,
     """Run one VM's pings at once; per ping (sent, received, output) or why it did not run."""
     if dom is None or view.error:
         return {p: (view.error or "the domain is not running") for p in pings}
-    runnable, out = [], {}
-    for p in pings:
-        iface = view.iface(p.src)
-        if iface is None:
-            out[p] = view.missing(p.src)
-        else:
-            runnable.append((p, f"{iface.ifname},{p.dst.address},{p.size},{p.seconds},"
-                                f"{p.rounds}"))
+    runnable, out = _runnable(view, pings, lambda p: f",{p.size},{p.seconds},{p.rounds}")
     if not runnable:
         return out
     try:
@@ -187,17 +181,18 @@ def reach_sample(p: Ping, result: tuple[int, int, str] | str) -> ReachSample:
     return ReachSample(p.src.bridge, tuple(parse.ping_rounds(text)), parse.ping_rtts(text))
 
 
-def _runnable(view: GuestView, pings: list[Ping]) -> tuple[list[tuple[Ping, str]],
-                                                          dict[Ping, str]]:
-    """The pings whose source interface the guest has, as _LISTEN's targets, and why the
-    others cannot run."""
+def _runnable(view: GuestView, pings: list[Ping],
+              more: Callable[[Ping], str] = lambda _p: "",
+              ) -> tuple[list[tuple[Ping, str]], dict[Ping, str]]:
+    """The pings whose source interface the guest has, each with its script argument
+    ("IFNAME,ADDRESS" and what ``more`` adds), and why the others cannot run."""
     runnable, out = [], {}
     for p in pings:
         iface = view.iface(p.src)
         if iface is None:
             out[p] = view.missing(p.src)
         else:
-            runnable.append((p, f"{iface.ifname},{p.dst.address}"))
+            runnable.append((p, f"{iface.ifname},{p.dst.address}{more(p)}"))
     return runnable, out
 
 
