@@ -44,7 +44,9 @@ done < /proc/net/vlan/config
 _NIC_REPORT = _VLAN_LIST + r"""
 for d in /sys/class/net/*; do
   n=${d##*/}; [ "$n" = lo ] && continue
-  read -r a < "$d/address"; read -r o < "$d/operstate"; read -r f < "$d/flags"; drv=none
+  { read -r a < "$d/address" && read -r o < "$d/operstate" && read -r f < "$d/flags"; } \
+    2> /dev/null || continue  # gone while read: no line, not the last NIC's values
+  drv=none
   if [ -r "$d/device/uevent" ]; then
     while IFS== read -r k v; do [ "$k" = DRIVER ] && drv=$v; done < "$d/device/uevent"
   fi
@@ -61,7 +63,7 @@ ip -o -4 addr show
 _NIC_STATE = _VLAN_LIST + r"""
 for d in /sys/class/net/*; do
   n=${d##*/}; [ "$n" = lo ] && continue
-  read -r a < "$d/address"; read -r f < "$d/flags"
+  { read -r a < "$d/address" && read -r f < "$d/flags"; } 2> /dev/null || continue
   c=0; for q in "$d"/queues/rx-*; do c=$((c+1)); done
   echo "nic $n $a $f $c"
 done
@@ -163,25 +165,30 @@ exit $rc
 """
 
 
-# Polling guest-exec-status: every 5 ms for the first 0.2 s (the NIC reads finish within a
-# few polls; each poll is an agent round trip of 10 ms or more, so this is no busy loop),
-# then backing off to every 0.1 s (cloud-init and verify's pings run for seconds).
+# Polling guest-exec-status: from 5 ms doubling to every 0.1 s; the NIC reads (``fast``)
+# are polled every 5 ms for their first 0.2 s, since they finish within a few polls (each
+# poll is an agent round trip of 10 ms or more, so this is no busy loop). Longer scripts
+# (cloud-init, verify's pings, run by many guests at once) keep the back-off: every poll
+# also wakes qemu-ga on the guest's vCPU that the script is waiting for.
 FAST_POLL_S = 0.2
 FIRST_DELAY_S = 0.005
 MAX_DELAY_S = 0.1
 
 
-def next_poll_delay(delay: float, elapsed: float) -> float:
+def next_poll_delay(delay: float, elapsed: float, fast: bool = False) -> float:
     """The pause before the next guest-exec-status, after ``delay`` and ``elapsed`` seconds
-    since the first poll: the same while the script is young, then doubling to the cap."""
-    return delay if elapsed < FAST_POLL_S else min(delay * 2, MAX_DELAY_S)
+    since the first poll: for a ``fast`` script the same while it is young; else (and then)
+    doubling to the cap."""
+    return delay if fast and elapsed < FAST_POLL_S else min(delay * 2, MAX_DELAY_S)
 
 
 def guest_exec(
-    dom: libvirt.virDomain, path: str, args: list[str], timeout: float = 30.0
+    dom: libvirt.virDomain, path: str, args: list[str], timeout: float = 30.0,
+    fast: bool = False,
 ) -> tuple[int, str, str]:
-    """Run a program in the guest; return (exit code, stdout, stderr)."""
-    return exec_wait(dom, exec_start(dom, path, args), [path, *args], timeout)
+    """Run a program in the guest; return (exit code, stdout, stderr). ``fast``: it
+    finishes within a few polls (``next_poll_delay``)."""
+    return exec_wait(dom, exec_start(dom, path, args), [path, *args], timeout, fast)
 
 
 def exec_start(dom: libvirt.virDomain, path: str, args: list[str]) -> int:
@@ -190,8 +197,8 @@ def exec_start(dom: libvirt.virDomain, path: str, args: list[str]) -> int:
                                          "capture-output": True})["pid"])
 
 
-def exec_wait(dom: libvirt.virDomain, pid: int, argv: list[str], timeout: float = 30.0
-              ) -> tuple[int, str, str]:
+def exec_wait(dom: libvirt.virDomain, pid: int, argv: list[str], timeout: float = 30.0,
+              fast: bool = False) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of the program ``exec_start`` started as ``argv``;
     AgentError naming it when it has not finished within ``timeout``."""
     start = time.monotonic()
@@ -204,7 +211,7 @@ def exec_wait(dom: libvirt.virDomain, pid: int, argv: list[str], timeout: float 
             err = base64.b64decode(status.get("err-data", "")).decode(errors="replace")
             return int(status.get("exitcode", -1)), out, err
         time.sleep(delay)
-        delay = next_poll_delay(delay, time.monotonic() - start)
+        delay = next_poll_delay(delay, time.monotonic() - start, fast)
     command = " ".join(argv).split()  # a script's lines folded, then shortened
     shown = " ".join(command)
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
@@ -301,7 +308,7 @@ def _by_mac(
 
 
 def observe_nics(dom: libvirt.virDomain) -> dict[str, ObservedGuestNic]:
-    code, out, err = guest_exec(dom, "/bin/sh", ["-c", _NIC_REPORT])
+    code, out, err = guest_exec(dom, "/bin/sh", ["-c", _NIC_REPORT], fast=True)
     if code != 0:
         raise AgentError(f"{dom.name()}: reading the guest's NICs failed: {err.strip()}")
     return parse_nic_report(out)
@@ -315,7 +322,7 @@ def observe_nics_fast(dom: libvirt.virDomain) -> dict[str, ObservedGuestNic]:
     argv = ["/bin/sh", "-c", _NIC_STATE]
     pid = exec_start(dom, argv[0], argv[1:])
     interfaces = agent(dom, "guest-network-get-interfaces") or []
-    code, out, err = exec_wait(dom, pid, argv)
+    code, out, err = exec_wait(dom, pid, argv, fast=True)
     if code != 0:
         raise AgentError(f"{dom.name()}: reading the guest's NICs failed: {err.strip()}")
     return parse_nic_state(out, interfaces)

@@ -82,12 +82,8 @@ def plan_host(caps: HostCaps, install: bool = True, with_vhost_user: bool = Fals
     With ``install=False`` missing packages are a HostError instead of install actions.
     """
     extra = _vhost_user_actions(caps) if with_vhost_user else []
-    missing = caps.missing_packages + tuple(a.target for a in extra if a.kind == "install")
-    if missing and not install:
-        raise HostError(
-            f"missing Debian packages: {' '.join(missing)}; run "
-            f"`apt-get install {' '.join(missing)}` or `provision host prepare`"
-        )
+    if not install:
+        _refuse_downloads(caps.missing_packages, extra)
     actions = [HostAction("install", p, "not installed (dpkg)") for p in caps.missing_packages]
     actions += [a for a in extra if a.kind == "install"]
     actions += [
@@ -105,6 +101,21 @@ def plan_host(caps: HostCaps, install: bool = True, with_vhost_user: bool = Fals
         actions.append(HostAction("install-file", str(TCG_WRAPPER), TCG_WRAPPER_REASON))
     actions += [a for a in extra if a.kind != "install"]
     return HostPlan(tuple(actions))
+
+
+def _refuse_downloads(missing: tuple[str, ...], extra: list[HostAction]) -> None:
+    """``--no-install``: what would need apt-get (packages, the private QEMU's download) is
+    a HostError naming the command that does it. The vhost-user packages are named apart:
+    a plain `apt-get install` of them would take a newer OVS (restarting the host's
+    ovs-vswitchd) and their Recommends; `--with vhost-user` pins and leaves those out."""
+    if missing:
+        raise HostError(f"missing Debian packages: {' '.join(missing)}; run "
+                        f"`apt-get install {' '.join(missing)}` or `provision host prepare`")
+    needs = [a.target for a in extra]
+    if needs:
+        raise HostError(f"vhost-user labs need {' and '.join(needs)}; run `provision host "
+                        "prepare --with vhost-user` (it pins OVS with DPDK to the installed "
+                        "OVS and downloads the private QEMU)")
 
 
 def _vhost_user_actions(caps: HostCaps) -> list[HostAction]:

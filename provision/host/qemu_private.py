@@ -312,7 +312,12 @@ def unpack(debs: Iterable[Path], entries: Iterable[DebEntry], tree: Path) -> Non
         if tree.exists():
             old = tree.with_name(f".{tree.name}.old-{os.getpid()}")
             tree.rename(old)
-        new.rename(tree)
+        try:
+            new.rename(tree)
+        except OSError:
+            if old is not None:  # the host keeps the tree it had
+                old.rename(tree)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

@@ -74,7 +74,9 @@ done
 """
 # $1 = TOKEN, $2 = the window in centiseconds: once _LISTEN's pings have listened that long
 # (by the guest's clock, from "start"), SIGINT them; then remove the directory once _LISTEN
-# has printed. Integer arithmetic on /proc/uptime's two decimals; builtins but for sleep, rm.
+# has printed (never before: a ping's output is its verdict; never a ping that ended: its
+# pid may be another process's by then). Integer arithmetic on /proc/uptime's two
+# decimals; builtins but for sleep, rm.
 _CLOSE = r"""
 d=/tmp/vl-iso.$1; i=0
 while [ ! -r "$d/start" ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done
@@ -85,9 +87,9 @@ if [ "$cur" -lt "$end" ]; then
   w=$((end - cur)); r=$((w % 100)); [ "$r" -lt 10 ] && r=0$r; sleep "$((w / 100)).$r"
 fi
 read -r ts _ < /proc/uptime; echo "$ts" > "$d/stop"
-kill -INT $pids 2> /dev/null
+[ -e "$d/over" ] || kill -INT $pids 2> /dev/null
 i=0; while [ ! -e "$d/over" ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done
-rm -rf "$d"
+[ -e "$d/over" ] && rm -rf "$d"
 """
 
 
@@ -259,6 +261,11 @@ def isolation_check(p: Ping, result: tuple[int, int, str] | str, dst_view: Guest
         return skipped("isolation", target, f"{p.dst.target} is not up with its address, so "
                        "silence would prove nothing", base)
     sent, received, text = result
+    if sent == 0 and received == 0:
+        last = text.strip().splitlines()[-1:] or ["no output"]
+        return verdict("isolation", target, [f"{p.src.address} sent no probe to "
+                       f"{p.dst.address}, so its silence proves nothing: {last[0]}"],
+                       {**base, "sent": 0, "received": 0, "output": text[-300:]})
     seconds = window.seconds if window else float(ISOLATION_DEADLINE_S)
     evidence = {**base, "sent": sent, "received": received, "output": text[-300:],
                 **(window.evidence() if window else {"window_s": seconds}),

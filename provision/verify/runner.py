@@ -137,12 +137,37 @@ def _matrix_checks(eps: list[Endpoint], states: dict[str, VmState],
     checks = [skipped("reach", ep.target, why) for ep, why in matrix.excluded(eps)
               if ep.domain in local]
     checks += [pings.reach_check(p, reached[p]) for p in reach]
+    return checks + _isolation_checks(isolation, heard, vm_windows, states)
+
+
+def _isolation_checks(isolation: dict[str, list[pings.Ping]],
+                      heard: dict[str, tuple[Pinged, float | None]],
+                      vm_windows: dict[str, silence.Window], states: dict[str, VmState],
+                      ) -> list[Check]:
+    """A check per isolation ping. A ping the shortened window cannot vouch for (it sent no
+    probe, started late, or the guest did not listen the whole window: ``silence.vouches``)
+    and that heard no reply listens again, alone, for the whole deadline."""
+    heard_by: dict[pings.Ping, tuple[tuple[int, int, str] | str, silence.Window,
+                                      float | None]] = {}
+    again: dict[str, list[pings.Ping]] = defaultdict(list)
     for d, ps in isolation.items():
         results, listened = heard[d]
         for p in ps:
-            dst = states.get(p.dst.domain)
-            checks.append(pings.isolation_check(p, results[p], dst.view if dst else None,
-                                                vm_windows[d], listened))
+            heard_by[p] = (results[p], vm_windows[d], listened)
+            r = results[p]
+            if not isinstance(r, str) and r[1] == 0 and not silence.vouches(
+                    vm_windows[d], r[0], listened):
+                again[d].append(p)
+    redo = silence.full_deadline("listened again alone: in the shortened window it sent "
+                                 "fewer probes or listened less than the window")
+    for part in parallel(lambda d: pings.ping_from(states[d].dom, states[d].view, again[d]),
+                         list(again)):
+        heard_by.update({p: (r, redo, None) for p, r in part.items()})
+    checks = []
+    for p, (r, window, listened) in heard_by.items():
+        dst = states.get(p.dst.domain)
+        checks.append(pings.isolation_check(p, r, dst.view if dst else None, window,
+                                            listened))
     return checks
 
 

@@ -22,6 +22,14 @@ not a loss.) A lost probe means the path loses frames now, and a lost ARP reques
 sent again only after the kernel's 1 s retransmit time, so such a bridge (or one whose NICs
 have no reach pair to measure by) gets the whole deadline, as before. A loaded lab's round
 trips grow, and its window with them, up to the deadline.
+
+A leak's first exchange is colder than a reach ping's: an ARP broadcast flooded by the
+bridge and new datapath flows (an upcall to ovs-vswitchd). The floor covers that: with the
+neighbours flushed, a leaked VLAN answered within 23-42 ms on this 2-core host at load 7.
+
+A shortened window vouches only for a ping that really listened through it (``vouches``):
+one that sent all its probes (it did not start late) and whose guest measured the whole
+window. Any other listens again alone, for the whole deadline (``verify.runner``).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ ISOLATION_DEADLINE_S = 2  # the longest wait: what every isolation ping waited b
 SILENCE_FLOOR_S = 0.5  # the shortest: covers starting the ping processes in a TCG guest
 RTT_FACTOR = 10  # window = factor x the slowest reach round trip on the bridge
 REACH_PROBES = 3  # the replies a reach ping's round waits for (pings._PING_ALL's ping -c)
+ISOLATION_PROBES = 3  # probes an isolation ping sends (pings._LISTEN's ping -c 3 -i 0.2)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,19 @@ class Window:
     def evidence(self) -> dict[str, object]:
         return {"window_s": self.seconds, "window_basis": self.basis,
                 "slowest_reach_rtt_ms": self.slowest_rtt_ms}
+
+
+def vouches(window: Window, sent: int, listened_s: float | None) -> bool:
+    """Whether an isolation ping's silence holds for ``window``: it sent a probe; and when
+    the window is shorter than the deadline, it sent all ``ISOLATION_PROBES`` (its first
+    probe then went out at least 0.4 s before the window closed: it did not start late)
+    and the guest measured the whole window (uptime has two decimals)."""
+    if sent == 0:
+        return False
+    if window.seconds >= ISOLATION_DEADLINE_S:
+        return True
+    return (sent >= ISOLATION_PROBES and listened_s is not None
+            and listened_s + 0.01 >= window.seconds)
 
 
 def full_deadline(why: str) -> Window:

@@ -142,6 +142,17 @@ def test_guest_exec_polls_fast_while_young_then_backs_off() -> None:
     while elapsed < 3.0:
         (young if elapsed < 0.2 else []).append(delay)
         elapsed += delay + 0.002  # each poll is an agent round trip too
-        delay = next_poll_delay(delay, elapsed)
+        delay = next_poll_delay(delay, elapsed, fast=True)
     assert set(young) == {0.005} and len(young) > 20
     assert delay == MAX_DELAY_S
+
+
+def test_guest_exec_backs_off_from_the_first_poll_unless_fast() -> None:
+    """A script not marked fast (verify's pings, cloud-init: seconds, in many guests at
+    once) is polled 5, 10, 20, 40, 80 ms apart, then every 0.1 s."""
+    delay, elapsed, seen = FIRST_DELAY_S, 0.0, []
+    while elapsed < 1.0:
+        seen.append(delay)
+        elapsed += delay
+        delay = next_poll_delay(delay, elapsed)
+    assert seen[:6] == [0.005, 0.01, 0.02, 0.04, 0.08, MAX_DELAY_S]

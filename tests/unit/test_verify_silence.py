@@ -96,3 +96,25 @@ def test_listened_runs_from_the_start_to_the_stop_or_the_pings_own_end() -> None
     assert pings.listened(ended) == 2.03  # the deadline came first; the stop found them gone
     assert pings.listened(parse.sections("@@ listened 563.27 565.30 \n")) == 2.03
     assert pings.listened({"0": ""}) is None
+
+
+def test_a_shortened_window_vouches_only_for_a_ping_that_listened_through_it() -> None:
+    short = silence.bridge_window([ReachSample("br", ((3, 3),), (2.0,))])
+    assert short.seconds == SILENCE_FLOOR_S
+    assert silence.vouches(short, 3, 0.5)
+    assert not silence.vouches(short, 2, 0.52)  # started late: its last probe barely out
+    assert not silence.vouches(short, 3, 0.31)  # the guest stopped listening too soon
+    assert not silence.vouches(short, 3, None)  # the guest did not say how long
+    assert not silence.vouches(short, 0, 0.52)  # an error: nothing was sent
+    full = silence.full_deadline("no measurement")
+    assert silence.vouches(full, 1, None) and not silence.vouches(full, 0, 2.0)
+
+
+def test_an_isolation_ping_that_sent_nothing_fails_instead_of_passing_as_silence() -> None:
+    iso = pings.Ping("isolation", VM1, VM3)
+    out = "ping: sendto: Network unreachable\nexit 1\n"
+    check = pings.isolation_check(iso, (0, 0, out), None)
+    assert check.status == "fail" and "sent no probe" in check.detail
+    assert "exit 1" in check.detail
+    missing = pings.isolation_check(iso, (*parse.ping_counts(""), ""), None)
+    assert missing.status == "fail" and "no output" in missing.detail

@@ -130,8 +130,20 @@ def test_a_second_prepare_with_vhost_user_ready_has_nothing_to_do() -> None:
 
 def test_no_install_with_vhost_user_packages_missing_is_a_host_error() -> None:
     host = dataclasses.replace(READY_HOST, vhost_user=FRESH)
-    with pytest.raises(HostError, match="openvswitch-switch-dpdk librte-mempool-ring23"):
+    with pytest.raises(HostError) as err:
         plan_host(host, install=False, with_vhost_user=True)
+    message = str(err.value)
+    assert "openvswitch-switch-dpdk and librte-mempool-ring23 and " + TREE in message
+    assert "`provision host prepare --with vhost-user`" in message
+    assert "apt-get install" not in message  # unpinned, it could upgrade the host's OVS
+
+
+def test_no_install_never_downloads_the_private_qemu() -> None:
+    only_qemu = dataclasses.replace(FRESH, missing_packages=())
+    host = dataclasses.replace(READY_HOST, vhost_user=only_qemu)
+    with pytest.raises(HostError, match=f"vhost-user labs need {TREE}; run"):
+        plan_host(host, install=False, with_vhost_user=True)
+    assert [a.kind for a in plan_host(host, with_vhost_user=True).actions] == ["unpack"]
 
 
 def test_vhost_user_cannot_be_planned_from_a_lab_probe() -> None:
