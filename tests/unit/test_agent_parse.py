@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from provision.backends.agent import (
-    FIRST_DELAY_S,
-    MAX_DELAY_S,
-    next_poll_delay,
-    parse_nic_report,
-    parse_nic_state,
-)
+from provision.backends.agent import FIRST_DELAY_S, MAX_DELAY_S, next_poll_delay
+from provision.backends.guestnics import parse_nic_report, parse_nic_state
 from provision.core.observed import ObservedGuestVlan
 
 REPORT = """\
