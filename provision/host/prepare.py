@@ -26,13 +26,10 @@ from typing import Any
 
 from provision.errors import HostError, OperationError
 from provision.host import qemu_private, vhost_user
+from provision.host.daemonstate import DAEMON_PIDFILES, OVS_RUNDIR, OVSDB_SOCK, daemon_running
 from provision.host.plan import SYSTEMD_UNITS, HostAction, HostPlan, plan_host
 from provision.host.probe import (
-    DAEMON_PIDFILES,
-    OVS_RUNDIR,
-    OVSDB_SOCK,
     HostCaps,
-    daemon_running,
     domain_caps,
     missing_packages,
     module_loaded,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
 from provision.errors import HostError
+from provision.host.daemonstate import OVSDB_SOCK, daemon_status, systemd_running
 from provision.host.domcaps import DomainCaps, parse_domain_caps
 from provision.host.kvm import kvm_probe_cached
 from provision.host.tcg import installed_wrapper
@@ -44,19 +45,6 @@ REQUIRED_PACKAGES: tuple[str, ...] = (
 # Kernel modules `host prepare` loads when the kernel has them but has not loaded them.
 KERNEL_MODULES: tuple[str, ...] = ("openvswitch", "vhost_net")
 
-OVS_RUNDIR = Path(os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"))
-OVSDB_SOCK = OVS_RUNDIR / "db.sock"
-LIBVIRT_SOCK = Path("/var/run/libvirt/libvirt-sock")
-VIRTLOGD_SOCK = Path("/var/run/libvirt/virtlogd-sock")
-DAEMON_PIDFILES: dict[str, Path] = {
-    "ovsdb-server": OVS_RUNDIR / "ovsdb-server.pid",
-    "ovs-vswitchd": OVS_RUNDIR / "ovs-vswitchd.pid",
-    "virtlogd": Path("/var/run/virtlogd.pid"),
-    "libvirtd": Path("/var/run/libvirtd.pid"),
-}
-# Under systemd libvirtd and virtlogd are socket-activated and may exit when idle: an active
-# socket unit counts as running.
-SYSTEMD_SOCKET_UNITS = {"libvirtd": "libvirtd.socket", "virtlogd": "virtlogd.socket"}
 
 
 @dataclass(frozen=True)
@@ -340,54 +328,6 @@ def missing_packages(packages: tuple[str, ...] = REQUIRED_PACKAGES) -> tuple[str
         if status.strip() == "install ok installed":
             installed.add(name.split(":")[0])
     return tuple(p for p in packages if p not in installed)
-
-
-def systemd_running() -> bool:
-    """Whether PID 1 is systemd (sd_booted's test)."""
-    return Path("/run/systemd/system").is_dir()
-
-
-def _pid_alive(pid: int, comm: str) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # /proc/PID/stat is "pid (comm) state ..."; comm may contain spaces and parentheses.
-    name = stat[stat.index("(") + 1 : stat.rindex(")")]
-    state = stat[stat.rindex(")") + 2 :].split(" ", 1)[0]
-    return name == comm[:15] and state not in ("Z", "X")
-
-
-def daemon_pid(name: str) -> int | None:
-    """PID of a running daemon: its pidfile if that names a live process, else a /proc scan."""
-    pidfile = DAEMON_PIDFILES.get(name)
-    if pidfile is not None:
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(pidfile.read_text().strip())
-            if _pid_alive(pid, name):
-                return pid
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _pid_alive(int(entry.name), name):
-            return int(entry.name)
-    return None
-
-
-def _socket_unit_active(name: str) -> bool:
-    unit = SYSTEMD_SOCKET_UNITS.get(name)
-    if unit is None or not systemd_running():
-        return False
-    result = subprocess.run(["systemctl", "is-active", "--quiet", unit], check=False)
-    return result.returncode == 0
-
-
-def daemon_running(name: str) -> bool:
-    """Whether daemon `name` runs (or, under systemd, its socket unit is active)."""
-    return daemon_pid(name) is not None or _socket_unit_active(name)
-
-
-def daemon_status() -> dict[str, bool]:
-    """Whether ovsdb-server, ovs-vswitchd, virtlogd and libvirtd are running."""
-    return {name: daemon_running(name) for name in DAEMON_PIDFILES}
 
 
 def _first_line(argv: list[str]) -> str:

@@ -26,8 +26,7 @@ from provision.backends.ovs import Ovs
 from provision.core.desired import DesiredTap
 from provision.core.owner import Owner
 from provision.errors import HostError, OperationError
-from provision.host.plan import DAEMON_ORDER, SYSTEMD_UNITS
-from provision.host.probe import (
+from provision.host.daemonstate import (
     LIBVIRT_SOCK,
     OVS_RUNDIR,
     OVSDB_SOCK,
@@ -35,6 +34,7 @@ from provision.host.probe import (
     daemon_pid,
     systemd_running,
 )
+from provision.host.plan import DAEMON_ORDER, SYSTEMD_UNITS
 
 T = TypeVar("T")
 

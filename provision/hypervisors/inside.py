@@ -30,9 +30,9 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from provision.errors import HostError, ProvisionError
+from provision.host.daemonstate import daemon_running
 from provision.host.plan import DAEMON_ORDER, HostAction, HostPlan
 from provision.host.prepare import _run, apply_host_plan
-from provision.host.probe import daemon_running
 from provision.host.ready import wait_for_daemons
 from provision.host.statedir import HYPERVISOR_MARKER
 from provision.hypervisors import spaces, ssh
