@@ -158,8 +158,8 @@ def _isolation_checks(isolation: dict[str, list[pings.Ping]],
             if not isinstance(r, str) and r[1] == 0 and not silence.vouches(
                     vm_windows[d], r[0], listened):
                 again[d].append(p)
-    redo = silence.full_deadline("listened again alone: in the shortened window it sent "
-                                 "fewer probes or listened less than the window")
+    redo = silence.full_deadline("listened again alone: the first time it sent no probe, "
+                                 "or fewer than all, or listened less than its window")
     for part in parallel(lambda d: pings.ping_from(states[d].dom, states[d].view, again[d]),
                          list(again)):
         heard_by.update({p: (r, redo, None) for p, r in part.items()})
