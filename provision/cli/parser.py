@@ -49,6 +49,10 @@ def _commands(name: str) -> Command:
     return Command("provision.cli.commands", name)
 
 
+def _host(name: str) -> Command:
+    return Command("provision.cli.host", name)
+
+
 def _hosts(name: str) -> Command:
     return Command("provision.cli.hosts", name)
 
@@ -188,7 +192,7 @@ def _add_host_commands(sub: Any) -> None:
                           ).add_commands("host_command")
     p = hsub.add_parser("check", help="probe KVM, vhost-net, OVS datapaths, daemons, packages")
     _add_json(p)
-    p.set_defaults(func=_commands("host_check"))
+    p.set_defaults(func=_host("host_check"))
     p = hsub.add_parser("prepare", help="install missing packages, start the daemons")
     p.add_argument("--no-install", action="store_true", help="only start daemons")
     p.add_argument("--with", dest="with_", metavar="FEATURE", action="append", default=[],
@@ -204,7 +208,7 @@ def _add_host_commands(sub: Any) -> None:
                    "bridge vlab-underlay (changes NIC: only when asked), e.g. "
                    "eth1=192.168.251.1/24")
     _add_json(p)
-    p.set_defaults(func=_commands("host_prepare"))
+    p.set_defaults(func=_host("host_prepare"))
     isub = sub.add_parser("image", help="the guest images").add_commands("image_command")
     p = isub.add_parser("build", help="build a guest image: the embedded default guest "
                         "(tiny), or the Debian 12 disk image (debian)")
